@@ -1,0 +1,32 @@
+import { badRequest } from "./errors.ts";
+import type { JsonObject, JsonValue } from "./json.ts";
+
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** `-p key=value`: the value is JSON when it parses as JSON, otherwise the literal string. */
+export function parseParameterAssignment(assignment: string): [string, JsonValue] {
+  const eq = assignment.indexOf("=");
+  if (eq <= 0) throw badRequest("invalid_parameter", `Parameter "${assignment}" must look like name=value`);
+  const name = assignment.slice(0, eq);
+  const raw = assignment.slice(eq + 1);
+  assertParameterName(name);
+  try {
+    return [name, JSON.parse(raw) as JsonValue];
+  } catch {
+    return [name, raw];
+  }
+}
+
+export function assertParameterName(name: string): void {
+  if (!IDENTIFIER.test(name)) {
+    throw badRequest("invalid_parameter", `Parameter name "${name}" is not a valid Python identifier`, {
+      name,
+    });
+  }
+}
+
+/** Parameters become Python assignments in the notebook, so names must be identifiers. */
+export function validateParameters(parameters: JsonObject): JsonObject {
+  for (const name of Object.keys(parameters)) assertParameterName(name);
+  return parameters;
+}

@@ -1,0 +1,645 @@
+import { randomBytes } from "node:crypto";
+import { type Kysely, Migrator, type Selectable, type Transaction } from "kysely";
+import { INSTANCE_STATES, type Instance, type InstanceState } from "../domain/instance.ts";
+import { decideAfterFailure, JOB_STATUSES, type Job, type JobError, type JobStatus } from "../domain/job.ts";
+import type { JsonObject } from "../domain/json.ts";
+import { migrationProvider } from "./migrations.ts";
+import type { Database } from "./schema.ts";
+import type {
+  ApiKeyRecord,
+  ClaimRequest,
+  DatasetRecord,
+  FinishOutcome,
+  HeartbeatResult,
+  LeaseRef,
+  ListJobsQuery,
+  LogEntry,
+  NewInstance,
+  NewJob,
+  NotebookRecord,
+  Store,
+  StoreCapabilities,
+} from "./store.ts";
+
+type JobRow = Selectable<Database["jobs"]>;
+type InstanceRow = Selectable<Database["instances"]>;
+
+const parseJson = <T>(text: string | null): T | null => (text === null ? null : (JSON.parse(text) as T));
+
+function toJob(row: JobRow): Job {
+  return {
+    id: row.id,
+    orgId: row.org_id,
+    kind: row.kind as Job["kind"],
+    notebookId: row.notebook_id,
+    spec: JSON.parse(row.spec) as JsonObject,
+    status: row.status as JobStatus,
+    priority: row.priority,
+    attempts: row.attempts,
+    maxAttempts: row.max_attempts,
+    backoffMinMs: row.backoff_min_ms,
+    backoffMaxMs: row.backoff_max_ms,
+    timeoutMs: row.timeout_ms,
+    runAt: row.run_at,
+    createdAt: row.created_at,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+    leaseOwner: row.lease_owner,
+    leaseToken: row.lease_token,
+    leaseExpiresAt: row.lease_expires_at,
+    cancelRequested: row.cancel_requested === 1,
+    progress: parseJson(row.progress),
+    error: parseJson(row.error),
+    compute: parseJson(row.compute),
+  };
+}
+
+function toInstance(row: InstanceRow): Instance {
+  return {
+    id: row.id,
+    orgId: row.org_id,
+    provider: row.provider,
+    providerInstanceId: row.provider_instance_id,
+    state: row.state as InstanceState,
+    gpus: JSON.parse(row.gpus) as Instance["gpus"],
+    createdAt: row.created_at,
+    readyAt: row.ready_at,
+    lastSeenAt: row.last_seen_at,
+    terminatedAt: row.terminated_at,
+    terminationReason: row.termination_reason,
+    bootstrapTokenHash: row.bootstrap_token_hash,
+    agentTokenHash: row.agent_token_hash,
+  };
+}
+
+const byPriorityThenAge = (a: Job, b: Job) => b.priority - a.priority || (a.id < b.id ? -1 : 1);
+
+const LEASE_CLEARED = { lease_owner: null, lease_token: null, lease_expires_at: null } as const;
+
+/**
+ * The one Store implementation; dialect folders supply a configured Kysely instance and the
+ * capability flags that decide the few places where SQL must differ.
+ */
+export class KyselyStore implements Store {
+  readonly dialect: string;
+  readonly capabilities: StoreCapabilities;
+  readonly #db: Kysely<Database>;
+
+  constructor(dialect: string, db: Kysely<Database>, capabilities: StoreCapabilities) {
+    this.dialect = dialect;
+    this.#db = db;
+    this.capabilities = capabilities;
+  }
+
+  async migrate(): Promise<void> {
+    const { error } = await new Migrator({ db: this.#db, provider: migrationProvider }).migrateToLatest();
+    if (error) throw error;
+  }
+
+  async close(): Promise<void> {
+    await this.#db.destroy();
+  }
+
+  async ensureOrg(id: string, name: string, now: number): Promise<void> {
+    await this.#db
+      .insertInto("orgs")
+      .values({ id, name, created_at: now })
+      .onConflict((oc) => oc.column("id").doNothing())
+      .execute();
+  }
+
+  async countApiKeys(): Promise<number> {
+    const row = await this.#db
+      .selectFrom("api_keys")
+      .select((eb) => eb.fn.countAll<number>().as("n"))
+      .executeTakeFirstOrThrow();
+    return Number(row.n);
+  }
+
+  async insertApiKey(key: ApiKeyRecord & { hash: string }): Promise<void> {
+    await this.#db
+      .insertInto("api_keys")
+      .values({
+        id: key.id,
+        org_id: key.orgId,
+        name: key.name,
+        prefix: key.prefix,
+        key_hash: key.hash,
+        scopes: key.scopes.join(","),
+        created_at: key.createdAt,
+      })
+      .execute();
+  }
+
+  async findApiKeyByHash(hash: string): Promise<ApiKeyRecord | null> {
+    const row = await this.#db
+      .selectFrom("api_keys")
+      .selectAll()
+      .where("key_hash", "=", hash)
+      .where("revoked_at", "is", null)
+      .executeTakeFirst();
+    if (!row) return null;
+    return {
+      id: row.id,
+      orgId: row.org_id,
+      name: row.name,
+      prefix: row.prefix,
+      scopes: row.scopes.split(","),
+      createdAt: row.created_at,
+    };
+  }
+
+  async insertNotebook(notebook: NotebookRecord): Promise<void> {
+    await this.#db
+      .insertInto("notebooks")
+      .values({
+        id: notebook.id,
+        org_id: notebook.orgId,
+        name: notebook.name,
+        size: notebook.size,
+        cell_count: notebook.cellCount,
+        blob_key: notebook.blobKey,
+        created_at: notebook.createdAt,
+      })
+      .execute();
+  }
+
+  async getNotebook(orgId: string, id: string): Promise<NotebookRecord | null> {
+    const row = await this.#db
+      .selectFrom("notebooks")
+      .selectAll()
+      .where("org_id", "=", orgId)
+      .where("id", "=", id)
+      .executeTakeFirst();
+    return row ? toNotebook(row) : null;
+  }
+
+  async listNotebooks(orgId: string, limit: number): Promise<NotebookRecord[]> {
+    const rows = await this.#db
+      .selectFrom("notebooks")
+      .selectAll()
+      .where("org_id", "=", orgId)
+      .orderBy("id", "desc")
+      .limit(limit)
+      .execute();
+    return rows.map(toNotebook);
+  }
+
+  async insertDataset(dataset: DatasetRecord): Promise<void> {
+    await this.#db
+      .insertInto("datasets")
+      .values({
+        id: dataset.id,
+        org_id: dataset.orgId,
+        name: dataset.name,
+        total_size: dataset.totalSize,
+        files: JSON.stringify(dataset.files),
+        created_at: dataset.createdAt,
+      })
+      .execute();
+  }
+
+  async getDataset(orgId: string, id: string): Promise<DatasetRecord | null> {
+    const row = await this.#db
+      .selectFrom("datasets")
+      .selectAll()
+      .where("org_id", "=", orgId)
+      .where("id", "=", id)
+      .executeTakeFirst();
+    return row ? toDataset(row) : null;
+  }
+
+  async listDatasets(orgId: string, limit: number): Promise<DatasetRecord[]> {
+    const rows = await this.#db
+      .selectFrom("datasets")
+      .selectAll()
+      .where("org_id", "=", orgId)
+      .orderBy("id", "desc")
+      .limit(limit)
+      .execute();
+    return rows.map(toDataset);
+  }
+
+  async enqueue(job: NewJob): Promise<Job> {
+    const row = await this.#db
+      .insertInto("jobs")
+      .values({
+        id: job.id,
+        org_id: job.orgId,
+        kind: job.kind,
+        notebook_id: job.notebookId,
+        spec: JSON.stringify(job.spec),
+        status: "queued",
+        priority: job.priority,
+        max_attempts: job.maxAttempts,
+        backoff_min_ms: job.backoffMinMs,
+        backoff_max_ms: job.backoffMaxMs,
+        timeout_ms: job.timeoutMs,
+        run_at: job.runAt,
+        created_at: job.createdAt,
+      })
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    return toJob(row);
+  }
+
+  async getJob(orgId: string, id: string): Promise<Job | null> {
+    const row = await this.#db
+      .selectFrom("jobs")
+      .selectAll()
+      .where("org_id", "=", orgId)
+      .where("id", "=", id)
+      .executeTakeFirst();
+    return row ? toJob(row) : null;
+  }
+
+  async getLeasedJob(lease: LeaseRef): Promise<Job | null> {
+    const row = await this.#db
+      .selectFrom("jobs")
+      .selectAll()
+      .where("id", "=", lease.jobId)
+      .where("lease_token", "=", lease.leaseToken)
+      .executeTakeFirst();
+    return row ? toJob(row) : null;
+  }
+
+  async listJobs(query: ListJobsQuery): Promise<Job[]> {
+    let q = this.#db.selectFrom("jobs").selectAll().where("org_id", "=", query.orgId);
+    if (query.notebookId !== undefined) q = q.where("notebook_id", "=", query.notebookId);
+    const rows = await q.orderBy("id", "desc").limit(query.limit).execute();
+    return rows.map(toJob);
+  }
+
+  /**
+   * One statement claims up to `limit` jobs. PostgreSQL skips rows other claimers hold; SQLite's
+   * driver opens every transaction with BEGIN IMMEDIATE, so claimers take turns on the write lock.
+   */
+  async claim(request: ClaimRequest): Promise<Job[]> {
+    const leaseToken = randomBytes(12).toString("base64url");
+    const rows = await this.#db.transaction().execute(async (trx) => {
+      let candidates = trx
+        .selectFrom("jobs")
+        .select("id")
+        .where("status", "=", "queued")
+        .where("run_at", "<=", request.now)
+        .orderBy("priority", "desc")
+        .orderBy("id")
+        .limit(request.limit);
+      if (this.capabilities.skipLocked) candidates = candidates.forUpdate().skipLocked();
+      return trx
+        .updateTable("jobs")
+        .set((eb) => ({
+          status: "running",
+          attempts: eb("attempts", "+", 1),
+          started_at: request.now,
+          lease_owner: request.owner,
+          lease_token: leaseToken,
+          lease_expires_at: request.now + request.leaseMs,
+          progress: null,
+          compute: request.compute ? JSON.stringify(request.compute) : null,
+        }))
+        .where("id", "in", candidates)
+        .returningAll()
+        .execute();
+    });
+    return rows.map(toJob).sort(byPriorityThenAge);
+  }
+
+  async heartbeat(
+    lease: LeaseRef,
+    now: number,
+    leaseMs: number,
+    progress?: Job["progress"],
+  ): Promise<HeartbeatResult> {
+    const row = await this.#db
+      .updateTable("jobs")
+      .set({
+        lease_expires_at: now + leaseMs,
+        ...(progress ? { progress: JSON.stringify(progress) } : {}),
+      })
+      .where("id", "=", lease.jobId)
+      .where("lease_token", "=", lease.leaseToken)
+      .where("status", "=", "running")
+      .returning("cancel_requested")
+      .executeTakeFirst();
+    return row ? { held: true, cancelRequested: row.cancel_requested === 1 } : { held: false };
+  }
+
+  async finish(lease: LeaseRef, outcome: FinishOutcome, now: number): Promise<Job | null> {
+    return this.#db.transaction().execute(async (trx) => {
+      const row = await trx
+        .selectFrom("jobs")
+        .selectAll()
+        .where("id", "=", lease.jobId)
+        .where("lease_token", "=", lease.leaseToken)
+        .where("status", "=", "running")
+        .executeTakeFirst();
+      if (!row) return null;
+      const error = outcome.status === "succeeded" ? null : (outcome.error ?? null);
+      return this.#endAttempt(trx, toJob(row), outcome.status, error, now);
+    });
+  }
+
+  async #endAttempt(
+    trx: Transaction<Database>,
+    job: Job,
+    requested: FinishOutcome["status"],
+    error: JobError | null,
+    now: number,
+  ): Promise<Job> {
+    let status: JobStatus = requested;
+    let runAt = job.runAt;
+    if (requested === "failed" && error) {
+      const decision = decideAfterFailure(job, error, now);
+      status = job.cancelRequested ? "cancelled" : decision.status;
+      if (decision.status === "queued") runAt = decision.runAt;
+    }
+    const updated = await trx
+      .updateTable("jobs")
+      .set({
+        status,
+        run_at: runAt,
+        finished_at: status === "queued" ? null : now,
+        error: error ? JSON.stringify(error) : null,
+        ...LEASE_CLEARED,
+      })
+      .where("id", "=", job.id)
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    return toJob(updated);
+  }
+
+  async release(lease: LeaseRef, now: number): Promise<boolean> {
+    const result = await this.#db
+      .updateTable("jobs")
+      .set((eb) => ({ status: "queued", run_at: now, attempts: eb("attempts", "-", 1), ...LEASE_CLEARED }))
+      .where("id", "=", lease.jobId)
+      .where("lease_token", "=", lease.leaseToken)
+      .where("status", "=", "running")
+      .executeTakeFirst();
+    return result.numUpdatedRows > 0n;
+  }
+
+  async requestCancel(orgId: string, id: string, now: number): Promise<Job | null> {
+    return this.#db.transaction().execute(async (trx) => {
+      const row = await trx
+        .selectFrom("jobs")
+        .selectAll()
+        .where("org_id", "=", orgId)
+        .where("id", "=", id)
+        .executeTakeFirst();
+      if (!row) return null;
+      if (row.status === "queued") {
+        const updated = await trx
+          .updateTable("jobs")
+          .set({ status: "cancelled", cancel_requested: 1, finished_at: now })
+          .where("id", "=", id)
+          .returningAll()
+          .executeTakeFirstOrThrow();
+        return toJob(updated);
+      }
+      if (row.status === "running") {
+        const updated = await trx
+          .updateTable("jobs")
+          .set({ cancel_requested: 1 })
+          .where("id", "=", id)
+          .returningAll()
+          .executeTakeFirstOrThrow();
+        return toJob(updated);
+      }
+      return toJob(row);
+    });
+  }
+
+  async reapExpired(now: number): Promise<Job[]> {
+    return this.#db.transaction().execute(async (trx) => {
+      let expired = trx
+        .selectFrom("jobs")
+        .selectAll()
+        .where("status", "=", "running")
+        .where((eb) =>
+          eb.or([
+            eb("lease_expires_at", "<", now),
+            eb(eb("started_at", "+", eb.ref("timeout_ms")), "<", now),
+          ]),
+        )
+        .limit(500);
+      if (this.capabilities.skipLocked) expired = expired.forUpdate().skipLocked();
+      const rows = await expired.execute();
+      const changed: Job[] = [];
+      for (const row of rows) {
+        const job = toJob(row);
+        const timedOut = job.startedAt !== null && job.startedAt + job.timeoutMs < now;
+        const error: JobError = timedOut
+          ? {
+              code: "timeout",
+              message: `Run exceeded its timeout of ${Math.round(job.timeoutMs / 1000)} s`,
+              retryable: false,
+            }
+          : {
+              code: "lease_expired",
+              message: `Instance ${job.leaseOwner ?? "?"} stopped renewing its lease (lost agent or instance)`,
+              retryable: true,
+            };
+        changed.push(await this.#endAttempt(trx, job, "failed", error, now));
+      }
+      return changed;
+    });
+  }
+
+  async countReadyJobs(now: number): Promise<number> {
+    const row = await this.#db
+      .selectFrom("jobs")
+      .select((eb) => eb.fn.countAll<number>().as("n"))
+      .where("status", "=", "queued")
+      .where("run_at", "<=", now)
+      .executeTakeFirstOrThrow();
+    return Number(row.n);
+  }
+
+  async countJobsByStatus(): Promise<Record<JobStatus, number>> {
+    const rows = await this.#db
+      .selectFrom("jobs")
+      .select(["status", (eb) => eb.fn.countAll<number>().as("n")])
+      .groupBy("status")
+      .execute();
+    const counts = Object.fromEntries(JOB_STATUSES.map((s) => [s, 0])) as Record<JobStatus, number>;
+    for (const row of rows) counts[row.status as JobStatus] = Number(row.n);
+    return counts;
+  }
+
+  async appendLogs(jobId: string, orgId: string, entries: LogEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    await this.#db
+      .insertInto("job_logs")
+      .values(entries.map((e) => ({ job_id: jobId, org_id: orgId, ...e })))
+      .onConflict((oc) => oc.columns(["job_id", "attempt", "seq"]).doNothing())
+      .execute();
+  }
+
+  async readLogs(
+    orgId: string,
+    jobId: string,
+    after: { attempt: number; seq: number },
+    limit: number,
+  ): Promise<LogEntry[]> {
+    return this.#db
+      .selectFrom("job_logs")
+      .select(["attempt", "seq", "ts", "stream", "text"])
+      .where("org_id", "=", orgId)
+      .where("job_id", "=", jobId)
+      .where((eb) =>
+        eb.or([
+          eb("attempt", ">", after.attempt),
+          eb.and([eb("attempt", "=", after.attempt), eb("seq", ">", after.seq)]),
+        ]),
+      )
+      .orderBy("attempt")
+      .orderBy("seq")
+      .limit(limit)
+      .execute();
+  }
+
+  async insertInstance(instance: NewInstance): Promise<Instance> {
+    const row = await this.#db
+      .insertInto("instances")
+      .values({
+        id: instance.id,
+        org_id: instance.orgId,
+        provider: instance.provider,
+        state: "provisioning",
+        gpus: JSON.stringify(instance.gpus),
+        created_at: instance.createdAt,
+        bootstrap_token_hash: instance.bootstrapTokenHash,
+      })
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    return toInstance(row);
+  }
+
+  async getInstance(id: string): Promise<Instance | null> {
+    const row = await this.#db.selectFrom("instances").selectAll().where("id", "=", id).executeTakeFirst();
+    return row ? toInstance(row) : null;
+  }
+
+  async findInstanceByAgentToken(hash: string): Promise<Instance | null> {
+    const row = await this.#db
+      .selectFrom("instances")
+      .selectAll()
+      .where("agent_token_hash", "=", hash)
+      .where("state", "!=", "terminated")
+      .executeTakeFirst();
+    return row ? toInstance(row) : null;
+  }
+
+  async registerInstance(
+    id: string,
+    bootstrapTokenHash: string,
+    agentTokenHash: string,
+    now: number,
+  ): Promise<boolean> {
+    const result = await this.#db
+      .updateTable("instances")
+      .set({
+        state: "ready",
+        bootstrap_token_hash: null,
+        agent_token_hash: agentTokenHash,
+        ready_at: now,
+        last_seen_at: now,
+      })
+      .where("id", "=", id)
+      .where("bootstrap_token_hash", "=", bootstrapTokenHash)
+      .where("state", "=", "provisioning")
+      .executeTakeFirst();
+    return result.numUpdatedRows > 0n;
+  }
+
+  async setInstanceProviderId(id: string, providerInstanceId: string): Promise<void> {
+    await this.#db
+      .updateTable("instances")
+      .set({ provider_instance_id: providerInstanceId })
+      .where("id", "=", id)
+      .execute();
+  }
+
+  async transitionInstance(
+    id: string,
+    from: readonly InstanceState[],
+    to: InstanceState,
+    now: number,
+    reason?: string,
+  ): Promise<boolean> {
+    const result = await this.#db
+      .updateTable("instances")
+      .set({
+        state: to,
+        ...(to === "terminated" ? { terminated_at: now, termination_reason: reason ?? null } : {}),
+      })
+      .where("id", "=", id)
+      .where("state", "in", from)
+      .executeTakeFirst();
+    return result.numUpdatedRows > 0n;
+  }
+
+  async touchInstance(id: string, now: number): Promise<void> {
+    await this.#db.updateTable("instances").set({ last_seen_at: now }).where("id", "=", id).execute();
+  }
+
+  async listInstances(filter: { provider?: string; states?: readonly InstanceState[] }): Promise<Instance[]> {
+    let q = this.#db.selectFrom("instances").selectAll();
+    if (filter.provider !== undefined) q = q.where("provider", "=", filter.provider);
+    if (filter.states !== undefined) q = q.where("state", "in", filter.states);
+    const rows = await q.orderBy("id").execute();
+    return rows.map(toInstance);
+  }
+
+  async countInstancesByState(): Promise<Record<InstanceState, number>> {
+    const rows = await this.#db
+      .selectFrom("instances")
+      .select(["state", (eb) => eb.fn.countAll<number>().as("n")])
+      .groupBy("state")
+      .execute();
+    const counts = Object.fromEntries(INSTANCE_STATES.map((s) => [s, 0])) as Record<InstanceState, number>;
+    for (const row of rows) counts[row.state as InstanceState] = Number(row.n);
+    return counts;
+  }
+
+  /** pg-boss's cadence gate: the conditional UPDATE succeeds for one caller per interval. */
+  async tryRunLoop(name: string, intervalMs: number, now: number): Promise<boolean> {
+    await this.#db
+      .insertInto("cluster_loops")
+      .values({ name, last_run_at: 0 })
+      .onConflict((oc) => oc.column("name").doNothing())
+      .execute();
+    const result = await this.#db
+      .updateTable("cluster_loops")
+      .set({ last_run_at: now })
+      .where("name", "=", name)
+      .where("last_run_at", "<=", now - intervalMs)
+      .executeTakeFirst();
+    return result.numUpdatedRows > 0n;
+  }
+}
+
+function toNotebook(row: Selectable<Database["notebooks"]>): NotebookRecord {
+  return {
+    id: row.id,
+    orgId: row.org_id,
+    name: row.name,
+    size: row.size,
+    cellCount: row.cell_count,
+    blobKey: row.blob_key,
+    createdAt: row.created_at,
+  };
+}
+
+function toDataset(row: Selectable<Database["datasets"]>): DatasetRecord {
+  return {
+    id: row.id,
+    orgId: row.org_id,
+    name: row.name,
+    totalSize: row.total_size,
+    files: JSON.parse(row.files) as DatasetRecord["files"],
+    createdAt: row.created_at,
+  };
+}

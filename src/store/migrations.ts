@@ -1,0 +1,127 @@
+import { type Kysely, type Migration, type MigrationProvider, sql } from "kysely";
+
+/**
+ * Migrations are written once with Kysely's schema builder and run unchanged on every dialect.
+ * Timestamps are `bigint` milliseconds; booleans are integers; JSON is text.
+ */
+const migrations: Record<string, Migration> = {
+  "0001_core": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable("orgs")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("created_at", "bigint", (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable("api_keys")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("prefix", "text", (c) => c.notNull())
+        .addColumn("key_hash", "text", (c) => c.notNull().unique())
+        .addColumn("scopes", "text", (c) => c.notNull())
+        .addColumn("created_at", "bigint", (c) => c.notNull())
+        .addColumn("revoked_at", "bigint")
+        .execute();
+      await db.schema
+        .createTable("notebooks")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("size", "bigint", (c) => c.notNull())
+        .addColumn("cell_count", "integer", (c) => c.notNull())
+        .addColumn("blob_key", "text", (c) => c.notNull())
+        .addColumn("created_at", "bigint", (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex("notebooks_org").on("notebooks").columns(["org_id", "id"]).execute();
+      await db.schema
+        .createTable("datasets")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("total_size", "bigint", (c) => c.notNull())
+        .addColumn("files", "text", (c) => c.notNull())
+        .addColumn("created_at", "bigint", (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex("datasets_org").on("datasets").columns(["org_id", "id"]).execute();
+      await db.schema
+        .createTable("jobs")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("kind", "text", (c) => c.notNull())
+        .addColumn("notebook_id", "text")
+        .addColumn("spec", "text", (c) => c.notNull())
+        .addColumn("status", "text", (c) => c.notNull())
+        .addColumn("priority", "integer", (c) => c.notNull())
+        .addColumn("attempts", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("max_attempts", "integer", (c) => c.notNull())
+        .addColumn("backoff_min_ms", "bigint", (c) => c.notNull())
+        .addColumn("backoff_max_ms", "bigint", (c) => c.notNull())
+        .addColumn("timeout_ms", "bigint", (c) => c.notNull())
+        .addColumn("run_at", "bigint", (c) => c.notNull())
+        .addColumn("created_at", "bigint", (c) => c.notNull())
+        .addColumn("started_at", "bigint")
+        .addColumn("finished_at", "bigint")
+        .addColumn("lease_owner", "text")
+        .addColumn("lease_token", "text")
+        .addColumn("lease_expires_at", "bigint")
+        .addColumn("cancel_requested", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("progress", "text")
+        .addColumn("error", "text")
+        .addColumn("compute", "text")
+        .execute();
+      // The claim scans queued jobs by priority then age; a partial index keeps it small as history grows.
+      await db.schema
+        .createIndex("jobs_claim")
+        .on("jobs")
+        .columns(["priority desc", "id"])
+        .where(sql.ref("status"), "=", "queued")
+        .execute();
+      await db.schema
+        .createIndex("jobs_running_lease")
+        .on("jobs")
+        .column("lease_expires_at")
+        .where(sql.ref("status"), "=", "running")
+        .execute();
+      await db.schema.createIndex("jobs_org").on("jobs").columns(["org_id", "notebook_id", "id"]).execute();
+      await db.schema
+        .createTable("job_logs")
+        .addColumn("job_id", "text", (c) => c.notNull())
+        .addColumn("org_id", "text", (c) => c.notNull())
+        .addColumn("attempt", "integer", (c) => c.notNull())
+        .addColumn("seq", "integer", (c) => c.notNull())
+        .addColumn("ts", "bigint", (c) => c.notNull())
+        .addColumn("stream", "text", (c) => c.notNull())
+        .addColumn("text", "text", (c) => c.notNull())
+        .addPrimaryKeyConstraint("job_logs_pk", ["job_id", "attempt", "seq"])
+        .execute();
+      await db.schema
+        .createTable("instances")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull())
+        .addColumn("provider", "text", (c) => c.notNull())
+        .addColumn("provider_instance_id", "text")
+        .addColumn("state", "text", (c) => c.notNull())
+        .addColumn("gpus", "text", (c) => c.notNull())
+        .addColumn("created_at", "bigint", (c) => c.notNull())
+        .addColumn("ready_at", "bigint")
+        .addColumn("last_seen_at", "bigint")
+        .addColumn("terminated_at", "bigint")
+        .addColumn("termination_reason", "text")
+        .addColumn("bootstrap_token_hash", "text")
+        .addColumn("agent_token_hash", "text", (c) => c.unique())
+        .execute();
+      await db.schema.createIndex("instances_state").on("instances").columns(["provider", "state"]).execute();
+      await db.schema
+        .createTable("cluster_loops")
+        .addColumn("name", "text", (c) => c.primaryKey())
+        .addColumn("last_run_at", "bigint", (c) => c.notNull())
+        .execute();
+    },
+  },
+};
+
+export const migrationProvider: MigrationProvider = {
+  getMigrations: async () => migrations,
+};

@@ -1,0 +1,274 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { newId } from "../../src/domain/ids.ts";
+import type { NewJob, Store } from "../../src/store/store.ts";
+import { DIALECTS, type StoreFixture } from "../helpers/stores.ts";
+
+const ORG = "org_test";
+const OTHER_ORG = "org_other";
+
+function newJob(overrides: Partial<NewJob> = {}): NewJob {
+  return {
+    id: newId("run"),
+    orgId: ORG,
+    kind: "notebook",
+    notebookId: null,
+    spec: { n: 1 },
+    priority: 0,
+    maxAttempts: 3,
+    backoffMinMs: 10_000,
+    backoffMaxMs: 300_000,
+    timeoutMs: 3_600_000,
+    runAt: 1_000,
+    createdAt: 1_000,
+    ...overrides,
+  };
+}
+
+for (const dialect of DIALECTS) {
+  describe(`store conformance: ${dialect.name}`, () => {
+    let fixture: StoreFixture;
+    let store: Store;
+
+    before(async () => {
+      fixture = await dialect.fixture();
+      store = fixture.open();
+      await store.migrate();
+      await store.ensureOrg(ORG, "test", 0);
+      await store.ensureOrg(OTHER_ORG, "other", 0);
+    });
+    after(() => fixture.cleanup());
+
+    it("migrations are safe when several processes start at once", async () => {
+      const others = [fixture.open(), fixture.open(), fixture.open()];
+      await Promise.all(others.map((s) => s.migrate()));
+      assert.equal(await others[0]!.countApiKeys(), await store.countApiKeys());
+    });
+
+    it("claims by priority, then first in first out", async () => {
+      const low = await store.enqueue(newJob({ priority: 0 }));
+      const high = await store.enqueue(newJob({ priority: 5 }));
+      const low2 = await store.enqueue(newJob({ priority: 0 }));
+      const later = await store.enqueue(newJob({ runAt: 50_000 }));
+      const claimed = await store.claim({ owner: "w1", limit: 10, leaseMs: 1000, now: 2_000 });
+      assert.deepEqual(
+        claimed.map((j) => j.id),
+        [high.id, low.id, low2.id],
+      );
+      assert.ok(claimed.every((j) => j.status === "running" && j.attempts === 1 && j.leaseOwner === "w1"));
+      assert.ok(!claimed.some((j) => j.id === later.id), "a job whose run_at is in the future waits");
+      for (const job of claimed) {
+        await store.finish({ jobId: job.id, leaseToken: job.leaseToken! }, { status: "succeeded" }, 3_000);
+      }
+      await store.requestCancel(ORG, later.id, 3_000);
+    });
+
+    it("never hands one job to two concurrent claimers", async () => {
+      const ids = new Set<string>();
+      for (let i = 0; i < 200; i++) ids.add((await store.enqueue(newJob())).id);
+      const stores = [store, fixture.open(), fixture.open()];
+      const seen: string[] = [];
+      await Promise.all(
+        stores.flatMap((s, i) =>
+          [0, 1].map(async (w) => {
+            for (;;) {
+              const batch = await s.claim({ owner: `w${i}-${w}`, limit: 7, leaseMs: 60_000, now: 5_000 });
+              if (batch.length === 0) return;
+              for (const job of batch) {
+                seen.push(job.id);
+                await s.finish(
+                  { jobId: job.id, leaseToken: job.leaseToken! },
+                  { status: "succeeded" },
+                  5_001,
+                );
+              }
+            }
+          }),
+        ),
+      );
+      assert.equal(seen.length, 200);
+      assert.equal(new Set(seen).size, 200);
+      assert.deepEqual(new Set(seen), ids);
+    });
+
+    it("heartbeats renew a lease only for the holder of its token", async () => {
+      const job = await store.enqueue(newJob());
+      const [claimed] = await store.claim({ owner: "w", limit: 1, leaseMs: 1000, now: 10_000 });
+      assert.equal(claimed?.id, job.id);
+      const lease = { jobId: job.id, leaseToken: claimed!.leaseToken! };
+      const beat = await store.heartbeat(lease, 10_500, 1000, { done: 1, total: 3, phase: "cell 1/3" });
+      assert.deepEqual(beat, { held: true, cancelRequested: false });
+      assert.deepEqual(await store.heartbeat({ jobId: job.id, leaseToken: "stale" }, 10_500, 1000), {
+        held: false,
+      });
+      const current = await store.getJob(ORG, job.id);
+      assert.equal(current?.leaseExpiresAt, 11_500);
+      assert.deepEqual(current?.progress, { done: 1, total: 3, phase: "cell 1/3" });
+      await store.finish(lease, { status: "succeeded" }, 11_000);
+      assert.deepEqual(
+        await store.heartbeat(lease, 11_100, 1000),
+        { held: false },
+        "a finished job has no lease",
+      );
+    });
+
+    it("retries a retryable failure with backoff and fails when attempts run out", async () => {
+      const job = await store.enqueue(newJob({ maxAttempts: 2, backoffMinMs: 1000, backoffMaxMs: 4000 }));
+      const [first] = await store.claim({ owner: "w", limit: 1, leaseMs: 1000, now: 20_000 });
+      const error = { code: "agent_crashed", message: "boom", retryable: true };
+      const retried = await store.finish(
+        { jobId: job.id, leaseToken: first!.leaseToken! },
+        { status: "failed", error },
+        20_100,
+      );
+      assert.equal(retried?.status, "queued");
+      assert.ok(retried!.runAt >= 21_100 && retried!.runAt <= 22_100, `run_at ${retried?.runAt}`);
+      assert.equal((await store.claim({ owner: "w", limit: 1, leaseMs: 1000, now: 20_200 })).length, 0);
+      const [second] = await store.claim({ owner: "w", limit: 1, leaseMs: 1000, now: 30_000 });
+      assert.equal(second?.attempts, 2);
+      const failed = await store.finish(
+        { jobId: job.id, leaseToken: second!.leaseToken! },
+        { status: "failed", error },
+        30_100,
+      );
+      assert.equal(failed?.status, "failed");
+      assert.deepEqual(failed?.error, error);
+      assert.equal(failed?.finishedAt, 30_100);
+    });
+
+    it("does not retry a failure marked not retryable", async () => {
+      const job = await store.enqueue(newJob());
+      const [claimed] = await store.claim({ owner: "w", limit: 1, leaseMs: 1000, now: 40_000 });
+      const done = await store.finish(
+        { jobId: job.id, leaseToken: claimed!.leaseToken! },
+        { status: "failed", error: { code: "cell_error", message: "ValueError", retryable: false } },
+        40_001,
+      );
+      assert.equal(done?.status, "failed");
+      assert.equal(done?.attempts, 1);
+    });
+
+    it("puts a job whose lease lapsed back in the queue, and fails one past its timeout", async () => {
+      const lapsed = await store.enqueue(newJob({ backoffMinMs: 100, backoffMaxMs: 100 }));
+      const slow = await store.enqueue(newJob({ timeoutMs: 500 }));
+      const claimed = await store.claim({ owner: "w", limit: 2, leaseMs: 1000, now: 50_000 });
+      assert.equal(claimed.length, 2);
+      const slowLease = claimed.find((j) => j.id === slow.id)!;
+      await store.heartbeat({ jobId: slow.id, leaseToken: slowLease.leaseToken! }, 50_900, 10_000);
+      const reaped = await store.reapExpired(51_001);
+      const byId = new Map(reaped.map((j) => [j.id, j]));
+      assert.equal(byId.get(lapsed.id)?.status, "queued");
+      assert.equal(byId.get(lapsed.id)?.error?.code, "lease_expired");
+      assert.equal(byId.get(slow.id)?.status, "failed");
+      assert.equal(byId.get(slow.id)?.error?.code, "timeout");
+      const [again] = await store.claim({ owner: "w2", limit: 1, leaseMs: 1000, now: 60_000 });
+      assert.equal(again?.id, lapsed.id);
+      assert.equal(again?.attempts, 2);
+      await store.finish(
+        { jobId: again!.id, leaseToken: again!.leaseToken! },
+        { status: "succeeded" },
+        60_001,
+      );
+    });
+
+    it("cancels queued jobs at once and flags running ones for their agent", async () => {
+      const queued = await store.enqueue(newJob({ runAt: 99_999_999 }));
+      const cancelled = await store.requestCancel(ORG, queued.id, 70_000);
+      assert.equal(cancelled?.status, "cancelled");
+      const running = await store.enqueue(newJob());
+      const [claimed] = await store.claim({ owner: "w", limit: 1, leaseMs: 10_000, now: 70_000 });
+      assert.equal(claimed?.id, running.id);
+      const lease = { jobId: running.id, leaseToken: claimed!.leaseToken! };
+      assert.equal((await store.requestCancel(ORG, running.id, 70_001))?.status, "running");
+      assert.deepEqual(await store.heartbeat(lease, 70_002, 10_000), { held: true, cancelRequested: true });
+      const done = await store.finish(lease, { status: "cancelled" }, 70_003);
+      assert.equal(done?.status, "cancelled");
+      assert.equal(await store.requestCancel(OTHER_ORG, running.id, 70_004), null, "scoped by org");
+    });
+
+    it("a job cancelled while its agent is lost ends cancelled, not retried", async () => {
+      const job = await store.enqueue(newJob());
+      await store.claim({ owner: "w", limit: 1, leaseMs: 100, now: 80_000 });
+      await store.requestCancel(ORG, job.id, 80_001);
+      const [reaped] = await store.reapExpired(90_000);
+      assert.equal(reaped?.id, job.id);
+      assert.equal(reaped?.status, "cancelled");
+    });
+
+    it("release gives a job back without spending an attempt", async () => {
+      const job = await store.enqueue(newJob());
+      const [claimed] = await store.claim({ owner: "w", limit: 1, leaseMs: 1000, now: 100_000 });
+      assert.equal(await store.release({ jobId: job.id, leaseToken: claimed!.leaseToken! }, 100_001), true);
+      const back = await store.getJob(ORG, job.id);
+      assert.equal(back?.status, "queued");
+      assert.equal(back?.attempts, 0);
+      const [again] = await store.claim({ owner: "w", limit: 1, leaseMs: 1000, now: 100_002 });
+      await store.finish({ jobId: job.id, leaseToken: again!.leaseToken! }, { status: "succeeded" }, 100_003);
+    });
+
+    it("scopes jobs by org", async () => {
+      const job = await store.enqueue(newJob({ runAt: 99_999_999 }));
+      assert.equal(await store.getJob(OTHER_ORG, job.id), null);
+      assert.equal((await store.getJob(ORG, job.id))?.id, job.id);
+      assert.ok((await store.listJobs({ orgId: OTHER_ORG, limit: 100 })).every((j) => j.orgId === OTHER_ORG));
+      await store.requestCancel(ORG, job.id, 0);
+    });
+
+    it("appends logs idempotently and reads them after a cursor", async () => {
+      const job = await store.enqueue(newJob({ runAt: 99_999_999 }));
+      const entries = [1, 2, 3].map((seq) => ({
+        attempt: 1,
+        seq,
+        ts: seq,
+        stream: "stdout",
+        text: `line ${seq}`,
+      }));
+      await store.appendLogs(job.id, ORG, entries);
+      await store.appendLogs(job.id, ORG, entries.slice(1));
+      await store.appendLogs(job.id, ORG, [{ attempt: 2, seq: 1, ts: 9, stream: "stderr", text: "retry" }]);
+      const all = await store.readLogs(ORG, job.id, { attempt: 0, seq: 0 }, 100);
+      assert.deepEqual(
+        all.map((e) => e.text),
+        ["line 1", "line 2", "line 3", "retry"],
+      );
+      const tail = await store.readLogs(ORG, job.id, { attempt: 1, seq: 2 }, 100);
+      assert.deepEqual(
+        tail.map((e) => e.text),
+        ["line 3", "retry"],
+      );
+      assert.equal((await store.readLogs(OTHER_ORG, job.id, { attempt: 0, seq: 0 }, 100)).length, 0);
+      await store.requestCancel(ORG, job.id, 0);
+    });
+
+    it("registers an instance once per bootstrap token", async () => {
+      const id = newId("inst");
+      await store.insertInstance({
+        id,
+        orgId: ORG,
+        provider: "local",
+        gpus: [],
+        bootstrapTokenHash: "b1",
+        createdAt: 1,
+      });
+      assert.equal(await store.registerInstance(id, "wrong", "a1", 2), false);
+      assert.equal(await store.registerInstance(id, "b1", "a1", 2), true);
+      assert.equal(await store.registerInstance(id, "b1", "a2", 3), false, "the bootstrap token is one-time");
+      const found = await store.findInstanceByAgentToken("a1");
+      assert.equal(found?.state, "ready");
+      assert.equal(await store.transitionInstance(id, ["ready", "idle"], "busy", 4), true);
+      assert.equal(await store.transitionInstance(id, ["ready", "idle"], "busy", 5), false);
+      assert.equal(await store.transitionInstance(id, ["busy"], "terminated", 6, "test"), true);
+      assert.equal(await store.findInstanceByAgentToken("a1"), null, "a terminated instance's token is dead");
+      const counts = await store.countInstancesByState();
+      assert.ok(counts.terminated >= 1);
+    });
+
+    it("runs each periodic loop once per interval across processes", async () => {
+      const stores = [store, fixture.open(), fixture.open()];
+      const wins = await Promise.all(stores.map((s) => s.tryRunLoop("reaper", 1000, 5_000)));
+      assert.equal(wins.filter(Boolean).length, 1);
+      assert.equal(await store.tryRunLoop("reaper", 1000, 5_500), false);
+      assert.equal(await store.tryRunLoop("reaper", 1000, 6_000), true);
+    });
+  });
+}
