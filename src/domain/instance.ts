@@ -31,6 +31,7 @@ export interface Instance {
   gpus: GpuAssignment[];
   createdAt: number;
   readyAt: number | null;
+  stateChangedAt: number;
   lastSeenAt: number | null;
   terminatedAt: number | null;
   terminationReason: string | null;

@@ -2,6 +2,12 @@ import { badRequest } from "./errors.ts";
 import type { JsonObject, JsonValue } from "./json.ts";
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
+// Python's reserved words cannot be assigned to, so they cannot name a parameter.
+const PYTHON_KEYWORDS = new Set(
+  "False None True and as assert async await break class continue def del elif else except finally for from global if import in is lambda nonlocal not or pass raise return try while with yield".split(
+    " ",
+  ),
+);
 
 /** `-p key=value`: the value is JSON when it parses as JSON, otherwise the literal string. */
 export function parseParameterAssignment(assignment: string): [string, JsonValue] {
@@ -18,7 +24,7 @@ export function parseParameterAssignment(assignment: string): [string, JsonValue
 }
 
 export function assertParameterName(name: string): void {
-  if (!IDENTIFIER.test(name)) {
+  if (!IDENTIFIER.test(name) || PYTHON_KEYWORDS.has(name)) {
     throw badRequest("invalid_parameter", `Parameter name "${name}" is not a valid Python identifier`, {
       name,
     });

@@ -7,7 +7,7 @@ import type { Store } from "./store.ts";
 export function openStore(options: { databaseUrl?: string | undefined; dataDir: string }): Store {
   const url = options.databaseUrl;
   if (url && /^postgres(ql)?:\/\//.test(url)) return createPostgresStore({ connectionString: url });
-  if (url && url.startsWith("sqlite:")) return createSqliteStore(url.slice("sqlite:".length));
+  if (url?.startsWith("sqlite:")) return createSqliteStore(url.slice("sqlite:".length));
   if (url)
     throw new Error(`DATABASE_URL must start with postgres://, postgresql:// or sqlite: (got "${url}")`);
   return createSqliteStore(join(options.dataDir, "hangar.sqlite"));

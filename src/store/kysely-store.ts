@@ -64,6 +64,7 @@ function toInstance(row: InstanceRow): Instance {
     gpus: JSON.parse(row.gpus) as Instance["gpus"],
     createdAt: row.created_at,
     readyAt: row.ready_at,
+    stateChangedAt: row.state_changed_at,
     lastSeenAt: row.last_seen_at,
     terminatedAt: row.terminated_at,
     terminationReason: row.termination_reason,
@@ -510,6 +511,7 @@ export class KyselyStore implements Store {
         state: "provisioning",
         gpus: JSON.stringify(instance.gpus),
         created_at: instance.createdAt,
+        state_changed_at: instance.createdAt,
         bootstrap_token_hash: instance.bootstrapTokenHash,
       })
       .returningAll()
@@ -545,6 +547,7 @@ export class KyselyStore implements Store {
         bootstrap_token_hash: null,
         agent_token_hash: agentTokenHash,
         ready_at: now,
+        state_changed_at: now,
         last_seen_at: now,
       })
       .where("id", "=", id)
@@ -573,6 +576,7 @@ export class KyselyStore implements Store {
       .updateTable("instances")
       .set({
         state: to,
+        state_changed_at: now,
         ...(to === "terminated" ? { terminated_at: now, termination_reason: reason ?? null } : {}),
       })
       .where("id", "=", id)

@@ -106,6 +106,7 @@ const migrations: Record<string, Migration> = {
         .addColumn("gpus", "text", (c) => c.notNull())
         .addColumn("created_at", "bigint", (c) => c.notNull())
         .addColumn("ready_at", "bigint")
+        .addColumn("state_changed_at", "bigint", (c) => c.notNull())
         .addColumn("last_seen_at", "bigint")
         .addColumn("terminated_at", "bigint")
         .addColumn("termination_reason", "text")

@@ -73,6 +73,7 @@ export interface Database {
     gpus: string;
     created_at: number;
     ready_at: number | null;
+    state_changed_at: number;
     last_seen_at: number | null;
     terminated_at: number | null;
     termination_reason: string | null;

@@ -1,0 +1,62 @@
+import { setTimeout as sleep } from "node:timers/promises";
+
+export class ControlPlaneError extends Error {
+  readonly status: number;
+  readonly code: string;
+
+  constructor(status: number, code: string, message: string) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/**
+ * The agent's only link to the control plane. Network failures and 5xx are retried with capped
+ * backoff for up to `reconnectMs`, so an agent rides out a server restart and carries on.
+ */
+export class ControlPlaneClient {
+  readonly baseUrl: string;
+  readonly #reconnectMs: number;
+  token: string | undefined;
+
+  constructor(baseUrl: string, reconnectMs: number) {
+    this.baseUrl = baseUrl.replace(/\/$/, "");
+    this.#reconnectMs = reconnectMs;
+  }
+
+  async post<T>(path: string, body: unknown, timeoutMs = 30_000): Promise<T | null> {
+    const deadline = Date.now() + this.#reconnectMs;
+    for (let delay = 200; ; delay = Math.min(delay * 2, 5_000)) {
+      let response: Response;
+      try {
+        response = await fetch(`${this.baseUrl}${path}`, {
+          method: "POST",
+          headers: {
+            "content-type": "application/json",
+            ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
+          },
+          body: JSON.stringify(body),
+          signal: AbortSignal.timeout(timeoutMs),
+        });
+      } catch (error) {
+        if (Date.now() > deadline) throw error;
+        await sleep(delay);
+        continue;
+      }
+      if (response.status >= 500 && Date.now() <= deadline) {
+        await response.body?.cancel();
+        await sleep(delay);
+        continue;
+      }
+      if (response.status === 204) return null;
+      const text = await response.text();
+      const parsed = text ? (JSON.parse(text) as unknown) : null;
+      if (!response.ok) {
+        const error = (parsed as { error?: { code?: string; message?: string } } | null)?.error;
+        throw new ControlPlaneError(response.status, error?.code ?? "http_error", error?.message ?? text);
+      }
+      return parsed as T;
+    }
+  }
+}

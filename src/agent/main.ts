@@ -1,0 +1,281 @@
+import { mkdir, rm, stat } from "node:fs/promises";
+import { hostname, tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Assignment } from "../app/agent-hub.ts";
+import type { JobError, JobProgress } from "../domain/job.ts";
+import { ControlPlaneClient, ControlPlaneError } from "./control-plane-client.ts";
+import { LogShipper } from "./log-shipper.ts";
+import { executeNotebook, type NotebookOutcome } from "./notebook/executor.ts";
+import { downloadTo, listFiles, uploadFrom } from "./transfer.ts";
+
+/** Failures that another attempt cannot fix: the notebook itself is at fault. */
+const PERMANENT = new Set(["cell_error", "invalid_notebook", "invalid_parameters", "timeout"]);
+
+type StopReason = "cancel" | "lease_lost" | "timeout" | "shutdown";
+
+interface AgentSettings {
+  url: string;
+  instanceId: string;
+  bootstrapToken: string;
+  workDir: string;
+  python: string | undefined;
+  reconnectMs: number;
+}
+
+function settingsFromEnv(env: NodeJS.ProcessEnv): AgentSettings {
+  const required = (name: string) => {
+    const value = env[name];
+    if (!value) throw new Error(`${name} is not set; the control plane passes it when it launches an agent`);
+    return value;
+  };
+  return {
+    url: required("HANGAR_URL"),
+    instanceId: required("HANGAR_INSTANCE_ID"),
+    bootstrapToken: required("HANGAR_BOOTSTRAP_TOKEN"),
+    workDir: env.HANGAR_WORK_DIR ?? join(tmpdir(), "hangar-agent"),
+    python: env.HANGAR_PYTHON,
+    reconnectMs: Number(env.HANGAR_AGENT_RECONNECT_S ?? 300) * 1000,
+  };
+}
+
+const log = (message: string, fields: Record<string, unknown> = {}) =>
+  process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), msg: message, ...fields })}\n`);
+
+class Agent {
+  readonly #settings: AgentSettings;
+  readonly #client: ControlPlaneClient;
+  readonly #shutdown = new AbortController();
+  #heartbeatS = 5;
+  #python = "/usr/bin/python3";
+
+  constructor(settings: AgentSettings) {
+    this.#settings = settings;
+    this.#client = new ControlPlaneClient(settings.url, settings.reconnectMs);
+  }
+
+  stop(): void {
+    this.#shutdown.abort();
+  }
+
+  async run(): Promise<void> {
+    const registration = await this.#client.post<{
+      agent_token: string;
+      heartbeat_s: number;
+      python: string;
+    }>("/agent/v1/register", {
+      instance_id: this.#settings.instanceId,
+      bootstrap_token: this.#settings.bootstrapToken,
+    });
+    this.#client.token = registration!.agent_token;
+    this.#heartbeatS = registration!.heartbeat_s;
+    this.#python = this.#settings.python ?? registration!.python;
+    log("registered", { instance_id: this.#settings.instanceId, host: hostname() });
+    while (!this.#shutdown.signal.aborted) {
+      let assignment: Assignment | null;
+      try {
+        assignment = await this.#client.post<Assignment>("/agent/v1/claim", { wait_s: 20 }, 60_000);
+      } catch (error) {
+        if (error instanceof ControlPlaneError && error.status === 410) {
+          log("instance terminated by the control plane; exiting");
+          return;
+        }
+        throw error;
+      }
+      if (assignment) await this.#runJob(assignment);
+    }
+  }
+
+  async #runJob(job: Assignment): Promise<void> {
+    const lease = { lease_token: job.lease_token };
+    const base = `/agent/v1/jobs/${job.job_id}`;
+    const dir = join(this.#settings.workDir, `${job.job_id}-${job.attempt}`);
+    const inputDir = join(dir, "input");
+    const outputDir = join(dir, "output");
+    const notebookPath = join(dir, job.notebook.name);
+    const executedPath = join(dir, "executed.ipynb");
+    const logs = new LogShipper(this.#client, job.job_id, job.lease_token, job.attempt);
+    const stop = new AbortController();
+    let stopReason: StopReason | null = null;
+    const stopWith = (reason: StopReason) => {
+      if (stopReason) return;
+      stopReason = reason;
+      stop.abort();
+    };
+    const onShutdown = () => stopWith("shutdown");
+    this.#shutdown.signal.addEventListener("abort", onShutdown);
+    const timeout = setTimeout(() => stopWith("timeout"), job.timeout_s * 1000);
+    let progress: JobProgress = { done: 0, total: 0, phase: "downloading inputs" };
+    const beat = async () => {
+      try {
+        const answer = await this.#client.post<{ cancel: boolean }>(`${base}/heartbeat`, {
+          ...lease,
+          progress,
+        });
+        if (answer?.cancel) stopWith("cancel");
+      } catch (error) {
+        if (error instanceof ControlPlaneError && error.status === 409) stopWith("lease_lost");
+      }
+    };
+    const heartbeat = setInterval(() => void beat(), this.#heartbeatS * 1000);
+    log("job started", { job_id: job.job_id, attempt: job.attempt });
+
+    let outcome: NotebookOutcome | { status: "failed"; error: JobError };
+    try {
+      await mkdir(inputDir, { recursive: true });
+      await mkdir(outputDir, { recursive: true });
+      logs.line(`attempt ${job.attempt} on instance ${this.#settings.instanceId} (${hostname()})`);
+      await downloadTo(job.notebook.url, notebookPath);
+      for (const input of job.inputs) await downloadTo(input.url, join(inputDir, ...input.path.split("/")));
+      logs.line(`downloaded the notebook and ${job.inputs.length} input file(s)`);
+      progress = { done: 0, total: 0, phase: "starting kernel" };
+      void beat();
+      outcome = await executeNotebook({
+        notebookPath,
+        outputNotebookPath: executedPath,
+        parameters: job.parameters,
+        workDir: dir,
+        env: {
+          HANGAR_INPUT_DIR: inputDir,
+          HANGAR_OUTPUT_DIR: outputDir,
+          PYDEVD_DISABLE_FILE_VALIDATION: "1",
+        },
+        pythonPath: this.#python,
+        signal: stop.signal,
+        onEvent: (event) => {
+          switch (event.event) {
+            case "start":
+              progress = {
+                done: 0,
+                total: event.total_cells,
+                phase: `running (0/${event.total_cells} cells)`,
+              };
+              break;
+            case "cell_start":
+              progress = {
+                done: event.index,
+                total: event.total,
+                phase: `running cell ${event.index + 1}/${event.total}`,
+              };
+              logs.line(`cell ${event.index + 1}/${event.total}`);
+              break;
+            case "cell_end":
+              progress = {
+                done: event.index + 1,
+                total: event.total,
+                phase: `ran cell ${event.index + 1}/${event.total}`,
+              };
+              break;
+            case "stream":
+              logs.write(event.name, event.text);
+              break;
+            case "warning":
+              logs.line(`warning: ${event.message}`);
+              break;
+            case "error":
+              logs.write("stderr", `${event.traceback.join("\n")}\n`);
+              break;
+            case "runner_stderr":
+              logs.write("runner", `${event.text}\n`);
+              break;
+          }
+        },
+      });
+    } catch (error) {
+      outcome = {
+        status: "failed",
+        error: { code: "agent_error", message: (error as Error).message, retryable: true },
+      };
+    } finally {
+      clearTimeout(timeout);
+      clearInterval(heartbeat);
+      this.#shutdown.signal.removeEventListener("abort", onShutdown);
+    }
+
+    try {
+      if (stopReason === "lease_lost") {
+        logs.line("lease lost: this attempt was ended by the control plane");
+        return;
+      }
+      if (stopReason === "shutdown") {
+        await this.#client.post(`${base}/release`, lease);
+        log("job released on shutdown", { job_id: job.job_id });
+        return;
+      }
+      progress = { ...progress, phase: "uploading outputs" };
+      await beat();
+      const uploaded = await this.#uploadResults(base, lease, executedPath, outputDir);
+      logs.line(`uploaded ${uploaded} file(s)`);
+      const finish = this.#finishBody(outcome, stopReason, job.timeout_s);
+      logs.line(
+        `finished: ${finish.status}${finish.error ? ` (${finish.error.code}: ${finish.error.message})` : ""}`,
+      );
+      await logs.close();
+      await this.#client.post(`${base}/finish`, { ...lease, ...finish });
+      log("job finished", { job_id: job.job_id, status: finish.status });
+    } catch (error) {
+      log("ending the job failed", { job_id: job.job_id, error: (error as Error).message });
+    } finally {
+      await logs.close().catch(() => undefined);
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  /** Uploads the executed notebook and every output file, even after a failure. */
+  async #uploadResults(
+    base: string,
+    lease: { lease_token: string },
+    executedPath: string,
+    outputDir: string,
+  ) {
+    const outputs = (await listFiles(outputDir)).map((path) => ({
+      path: `output/${path}`,
+      file: join(outputDir, path),
+    }));
+    const hasExecuted = await stat(executedPath).then(
+      () => true,
+      () => false,
+    );
+    const files = [...(hasExecuted ? [{ path: "executed.ipynb", file: executedPath }] : []), ...outputs];
+    if (files.length === 0) return 0;
+    const answer = await this.#client.post<{ urls: { path: string; url: string }[] }>(`${base}/uploads`, {
+      ...lease,
+      paths: files.map((f) => f.path),
+    });
+    for (const [i, { url }] of answer!.urls.entries()) await uploadFrom(files[i]!.file, url);
+    return files.length;
+  }
+
+  #finishBody(
+    outcome: NotebookOutcome | { status: "failed"; error: JobError },
+    stopReason: StopReason | null,
+    timeoutS: number,
+  ): { status: "succeeded" | "failed" | "cancelled"; error?: JobError } {
+    if (stopReason === "cancel")
+      return {
+        status: "cancelled",
+        error: { code: "cancelled", message: "Cancelled by request", retryable: false },
+      };
+    if (stopReason === "timeout") {
+      return {
+        status: "failed",
+        error: { code: "timeout", message: `Run exceeded its timeout of ${timeoutS} s`, retryable: false },
+      };
+    }
+    if (outcome.status === "succeeded") return { status: "succeeded" };
+    if (outcome.status === "cancelled") return { status: "cancelled" };
+    if ("retryable" in outcome.error) return { status: "failed", error: outcome.error };
+    const { code, message, ...details } = outcome.error;
+    return { status: "failed", error: { code, message, retryable: !PERMANENT.has(code), details } };
+  }
+}
+
+const agent = new Agent(settingsFromEnv(process.env));
+process.on("SIGTERM", () => agent.stop());
+process.on("SIGINT", () => agent.stop());
+agent.run().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    log("agent failed", { error: (error as Error).message });
+    process.exit(1);
+  },
+);

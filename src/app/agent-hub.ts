@@ -1,0 +1,193 @@
+import { once } from "node:events";
+import { assertSafeRelativePath } from "../blob/keys.ts";
+import { badRequest, conflict, HangarError, unauthorized } from "../domain/errors.ts";
+import type { Instance } from "../domain/instance.ts";
+import { isTerminal, type Job, type JobError, type JobProgress } from "../domain/job.ts";
+import type { JsonObject } from "../domain/json.ts";
+import type { FinishOutcome, LeaseRef, LogEntry } from "../store/store.ts";
+import { generateSecret, hashSecret } from "./api-keys.ts";
+import type { AppContext } from "./context.ts";
+import { type NotebookRunSpec, runArea, writeRunLog } from "./runs.ts";
+
+/** What an agent receives with a claimed job: everything it needs, reachable through signed URLs. */
+export interface Assignment {
+  job_id: string;
+  lease_token: string;
+  attempt: number;
+  timeout_s: number;
+  parameters: JsonObject;
+  notebook: { name: string; url: string };
+  inputs: { path: string; size: number; url: string }[];
+}
+
+const leaseLost = (jobId: string) =>
+  conflict(
+    "lease_lost",
+    `This instance no longer holds job ${jobId} (it was cancelled, timed out or reassigned)`,
+  );
+
+/** The control plane's side of the agent protocol. Agents always call in; nothing calls out to them. */
+export class AgentHub {
+  readonly #ctx: AppContext;
+
+  constructor(ctx: AppContext) {
+    this.#ctx = ctx;
+  }
+
+  async register(instanceId: string, bootstrapToken: string): Promise<{ agentToken: string }> {
+    const agentToken = generateSecret("hga_");
+    const ok = await this.#ctx.store.registerInstance(
+      instanceId,
+      hashSecret(bootstrapToken),
+      hashSecret(agentToken),
+      this.#ctx.now(),
+    );
+    if (!ok) throw unauthorized("Unknown instance, or its bootstrap token was already used");
+    this.#ctx.log.info({ instance_id: instanceId }, "agent registered");
+    return { agentToken };
+  }
+
+  async authenticate(agentToken: string | undefined): Promise<Instance> {
+    if (!agentToken) throw unauthorized("Missing agent token");
+    const instance = await this.#ctx.store.findInstanceByAgentToken(hashSecret(agentToken));
+    if (!instance)
+      throw new HangarError(410, "instance_terminated", "This instance is terminated or unknown");
+    await this.#ctx.store.touchInstance(instance.id, this.#ctx.now());
+    return instance;
+  }
+
+  /** Long poll: waits up to `waitMs` for a claimable job; null when none came. */
+  async claim(instance: Instance, waitMs: number, signal: AbortSignal): Promise<Assignment | null> {
+    const { store, config } = this.#ctx;
+    const deadline = this.#ctx.now() + waitMs;
+    while (!this.#ctx.draining && !signal.aborted) {
+      const now = this.#ctx.now();
+      const [job] = await store.claim({
+        owner: instance.id,
+        limit: 1,
+        leaseMs: config.leaseS * 1000,
+        now,
+        compute: {
+          instance_id: instance.id,
+          provider: instance.provider,
+          gpus: instance.gpus as unknown as JsonObject[],
+        },
+      });
+      if (job) {
+        await store.transitionInstance(instance.id, ["ready", "idle", "busy"], "busy", now);
+        this.#ctx.metrics.queueWait.observe(Math.max(0, now - job.runAt) / 1000);
+        this.#ctx.events.emit(`job:${job.id}`);
+        return this.#assignment(job);
+      }
+      const remaining = deadline - now;
+      if (remaining <= 0) return null;
+      // Enqueues in this process wake us at once; other processes' enqueues are seen on the next poll.
+      await once(this.#ctx.events, "work", {
+        signal: AbortSignal.any([signal, AbortSignal.timeout(Math.min(remaining, 250))]),
+      }).catch(() => undefined);
+    }
+    return null;
+  }
+
+  async #assignment(job: Job): Promise<Assignment> {
+    const { blobs, store, config } = this.#ctx;
+    const spec = job.spec as NotebookRunSpec;
+    const ttl = Math.max(config.signedUrlTtlS, Math.ceil(job.timeoutMs / 1000));
+    const inputs: Assignment["inputs"] = [];
+    for (const datasetId of spec.datasets) {
+      const dataset = await store.getDataset(job.orgId, datasetId);
+      for (const file of dataset?.files ?? []) {
+        inputs.push({
+          path: file.path,
+          size: file.size,
+          url: await blobs.signedUrl(file.blobKey, "GET", ttl),
+        });
+      }
+    }
+    return {
+      job_id: job.id,
+      lease_token: job.leaseToken!,
+      attempt: job.attempts,
+      timeout_s: Math.ceil(job.timeoutMs / 1000),
+      parameters: spec.parameters,
+      notebook: {
+        name: spec.notebook_name,
+        url: await blobs.signedUrl(`${runArea(job.id)}/notebook.ipynb`, "GET", ttl),
+      },
+      inputs,
+    };
+  }
+
+  async heartbeat(lease: LeaseRef, progress: JobProgress | undefined): Promise<{ cancel: boolean }> {
+    const { config } = this.#ctx;
+    const result = await this.#ctx.store.heartbeat(lease, this.#ctx.now(), config.leaseS * 1000, progress);
+    if (!result.held) throw leaseLost(lease.jobId);
+    if (progress) this.#ctx.events.emit(`job:${lease.jobId}`);
+    return { cancel: result.cancelRequested };
+  }
+
+  async appendLogs(lease: LeaseRef, attempt: number, entries: Omit<LogEntry, "attempt">[]): Promise<void> {
+    const job = await this.#ctx.store.getLeasedJob(lease);
+    if (job?.status !== "running") throw leaseLost(lease.jobId);
+    await this.#ctx.store.appendLogs(
+      job.id,
+      job.orgId,
+      entries.map((e) => ({ ...e, attempt })),
+    );
+    this.#ctx.events.emit(`log:${job.id}`);
+  }
+
+  /** Signed PUT URLs for `executed.ipynb` and files under `output/`; nothing else in the run area. */
+  async uploadUrls(lease: LeaseRef, paths: string[]): Promise<{ path: string; url: string }[]> {
+    const job = await this.#ctx.store.getLeasedJob(lease);
+    if (job?.status !== "running") throw leaseLost(lease.jobId);
+    const area = runArea(job.id);
+    return Promise.all(
+      paths.map(async (path) => {
+        if (path !== "executed.ipynb" && !path.startsWith("output/")) {
+          throw badRequest(
+            "invalid_upload_path",
+            `Agents may upload executed.ipynb or output/…, not "${path}"`,
+          );
+        }
+        const safe = assertSafeRelativePath(path);
+        return {
+          path,
+          url: await this.#ctx.blobs.signedUrl(`${area}/${safe}`, "PUT", this.#ctx.config.signedUrlTtlS),
+        };
+      }),
+    );
+  }
+
+  /** Hands a job back to the queue without spending an attempt, and frees the instance. */
+  async release(instance: Instance, lease: LeaseRef): Promise<boolean> {
+    const now = this.#ctx.now();
+    const released = await this.#ctx.store.release(lease, now);
+    await this.#ctx.store.transitionInstance(instance.id, ["busy"], "idle", now);
+    if (released) this.#ctx.events.emit("work");
+    return released;
+  }
+
+  async finish(instance: Instance, lease: LeaseRef, outcome: FinishOutcome): Promise<Job> {
+    const { store } = this.#ctx;
+    const now = this.#ctx.now();
+    const job = await store.finish(lease, outcome, now);
+    if (!job) throw leaseLost(lease.jobId);
+    await store.transitionInstance(instance.id, ["busy"], "idle", now);
+    await this.recordAttemptEnd(job, outcome.status === "succeeded" ? null : (outcome.error ?? null), now);
+    return job;
+  }
+
+  /** Metrics, the run's log file and wake-ups for one ended attempt, however it ended. */
+  async recordAttemptEnd(job: Job, error: JobError | null, now: number): Promise<void> {
+    const { metrics } = this.#ctx;
+    if (job.startedAt !== null) {
+      const status = isTerminal(job.status) ? job.status : "retried";
+      metrics.runDuration.observe({ status }, (now - job.startedAt) / 1000);
+    }
+    if (error) metrics.failures.inc({ code: error.code });
+    if (isTerminal(job.status)) await writeRunLog(this.#ctx, job);
+    else this.#ctx.events.emit("work");
+    this.#ctx.events.emit(`job:${job.id}`);
+  }
+}

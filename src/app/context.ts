@@ -1,0 +1,30 @@
+import { EventEmitter } from "node:events";
+import type { Logger } from "pino";
+import type { BlobStore } from "../blob/blob-store.ts";
+import type { Config } from "../config.ts";
+import type { ComputeProvider } from "../providers/provider.ts";
+import type { Store } from "../store/store.ts";
+import type { Metrics } from "./metrics.ts";
+
+/** The resources every service shares, built once per server process. */
+export interface AppContext {
+  config: Config;
+  store: Store;
+  blobs: BlobStore;
+  provider: ComputeProvider;
+  metrics: Metrics;
+  log: Logger;
+  /** In-process wake-ups: "work" when a job becomes claimable, "job:<id>" when a job changes. */
+  events: EventEmitter;
+  now: () => number;
+  /** Set on graceful shutdown: agents get no new work. */
+  draining: boolean;
+  /** The org every request belongs to until multi-tenancy lands. */
+  defaultOrgId: string;
+}
+
+export function createEvents(): EventEmitter {
+  const events = new EventEmitter();
+  events.setMaxListeners(0);
+  return events;
+}

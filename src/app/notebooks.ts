@@ -1,0 +1,58 @@
+import { badRequest, unprocessable } from "../domain/errors.ts";
+import { newId } from "../domain/ids.ts";
+import type { NotebookRecord } from "../store/store.ts";
+import type { AppContext } from "./context.ts";
+
+/** Checks that bytes are a notebook Hangar can run: JSON, nbformat ≥ 4, a list of cells. */
+export function parseNotebook(bytes: Buffer, fileName: string): { cellCount: number } {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(bytes.toString("utf8"));
+  } catch (error) {
+    throw badRequest("invalid_notebook", `${fileName} is not JSON: ${(error as Error).message}`);
+  }
+  if (typeof doc !== "object" || doc === null || Array.isArray(doc)) {
+    throw badRequest("invalid_notebook", `${fileName} is not a notebook: expected a JSON object`);
+  }
+  const { nbformat, cells } = doc as { nbformat?: unknown; cells?: unknown };
+  if (typeof nbformat !== "number") {
+    throw badRequest("invalid_notebook", `${fileName} is not a notebook: it has no "nbformat" number`);
+  }
+  if (nbformat < 4) {
+    throw unprocessable(
+      "unsupported_nbformat",
+      `${fileName} uses nbformat ${nbformat}; Hangar runs nbformat 4 or later (convert it with "jupyter nbconvert --to notebook")`,
+      { nbformat },
+    );
+  }
+  if (!Array.isArray(cells)) {
+    throw badRequest("invalid_notebook", `${fileName} is not a notebook: "cells" is not a list`);
+  }
+  return { cellCount: cells.length };
+}
+
+export async function createNotebook(ctx: AppContext, orgId: string, fileName: string, bytes: Buffer) {
+  if (!fileName.toLowerCase().endsWith(".ipynb")) {
+    throw badRequest("invalid_notebook", `${fileName} is not an .ipynb file`);
+  }
+  const { cellCount } = parseNotebook(bytes, fileName);
+  const id = newId("nb");
+  const blobKey = `notebooks/${id}/notebook.ipynb`;
+  await ctx.blobs.put(blobKey, bytes);
+  const record: NotebookRecord = {
+    id,
+    orgId,
+    name: fileName.split("/").pop() ?? fileName,
+    size: bytes.length,
+    cellCount,
+    blobKey,
+    createdAt: ctx.now(),
+  };
+  try {
+    await ctx.store.insertNotebook(record);
+  } catch (error) {
+    await ctx.blobs.delete(blobKey);
+    throw error;
+  }
+  return record;
+}

@@ -1,0 +1,172 @@
+import { resolve } from "node:path";
+import { Command, InvalidArgumentError, Option } from "commander";
+import { loadConfig } from "../config.ts";
+import { startServer } from "../server/server.ts";
+import { ApiError, HangarClient, type RunView } from "./client.ts";
+import { describeRun, downloadRun, pushDataset, submitNotebookRun, waitForRun } from "./commands.ts";
+import { quickstart } from "./quickstart.ts";
+
+const integer = (value: string): number => {
+  const n = Number(value);
+  if (!Number.isInteger(n)) throw new InvalidArgumentError("not an integer");
+  return n;
+};
+const collect = (value: string, previous: string[]) => [...previous, value];
+const print = (value: unknown): void =>
+  void process.stdout.write(`${typeof value === "string" ? value : JSON.stringify(value, null, 2)}\n`);
+const exitCodeOf = (run: RunView) => (run.status === "succeeded" ? 0 : run.status === "cancelled" ? 3 : 1);
+
+const program = new Command()
+  .name("hangar")
+  .description("Run notebooks with their datasets on the cheapest suitable machine")
+  .showHelpAfterError();
+
+program
+  .command("server")
+  .description("start the control plane (embedded default: SQLite, local disk, this machine)")
+  .option("--port <port>", "port to listen on (HANGAR_PORT, default 7420)", integer)
+  .option("--data-dir <dir>", "data directory (HANGAR_DATA_DIR, default .hangar)")
+  .action(async (options: { port?: number; dataDir?: string }) => {
+    const config = loadConfig(process.env, {
+      ...(options.port !== undefined ? { port: options.port } : {}),
+      ...(options.dataDir ? { dataDir: resolve(options.dataDir) } : {}),
+    });
+    const server = await startServer(config);
+    if (server.createdApiKey) {
+      process.stderr.write(
+        `\nAdmin API key (shown once; saved in ${config.dataDir}/admin-api-key):\n  ${server.createdApiKey}\n\n`,
+      );
+    }
+    const shutdown = () => {
+      process.stderr.write("shutting down: no new work; waiting for running jobs…\n");
+      void server.close().then(() => process.exit(0));
+    };
+    process.once("SIGTERM", shutdown);
+    process.once("SIGINT", shutdown);
+  });
+
+program
+  .command("run")
+  .description("upload a notebook (and datasets) and run it")
+  .argument("<notebook>", "path to an .ipynb file")
+  .option("-d, --dataset <path-or-id>", "a file, folder or dataset id (ds_…); repeatable", collect, [])
+  .option(
+    "-p, --param <name=value>",
+    "a parameter; the value parses as JSON when it can; repeatable",
+    collect,
+    [],
+  )
+  .option("--gpu <type>", "GPU type to run on, e.g. A100-80GB")
+  .option("--priority <n>", "higher runs first", integer)
+  .option("--timeout <seconds>", "fail the run after this many seconds", integer)
+  .option("--max-attempts <n>", "attempts before the run fails for good", integer)
+  .option("--wait", "wait for the run to finish, showing progress")
+  .option("--json", "print one JSON object instead of text")
+  .action(async (notebook: string, options) => {
+    const client = HangarClient.fromEnv();
+    let run = await submitNotebookRun(client, notebook, options);
+    if (!options.json) process.stderr.write(`submitted ${run.id}\n`);
+    if (options.wait) run = await waitForRun(client, run.id, Boolean(options.json));
+    print(options.json ? run : options.wait ? describeRun(run) : run.id);
+    if (options.wait) process.exitCode = exitCodeOf(run);
+  });
+
+program
+  .command("runs")
+  .description("list recent runs")
+  .option("--json", "print JSON")
+  .action(async (options: { json?: boolean }) => {
+    const { runs } = await HangarClient.fromEnv().listRuns();
+    if (options.json) return print(runs);
+    for (const run of runs) {
+      const progress = run.progress ? `${run.progress.done}/${run.progress.total}` : "";
+      print(`${run.id}  ${run.status.padEnd(9)}  ${progress.padEnd(7)}  ${run.created_at}`);
+    }
+  });
+
+program
+  .command("status")
+  .description("show a run")
+  .argument("<id>")
+  .option("--json", "print JSON")
+  .action(async (id: string, options: { json?: boolean }) => {
+    const run = await HangarClient.fromEnv().getRun(id);
+    print(options.json ? run : describeRun(run));
+  });
+
+program
+  .command("logs")
+  .description("print a run's log")
+  .argument("<id>")
+  .option("-f, --follow", "stream the log until the run ends")
+  .action(async (id: string, options: { follow?: boolean }) => {
+    const client = HangarClient.fromEnv();
+    if (!options.follow) return print(await client.logs(id));
+    const stream = client.followLogs(id);
+    for (;;) {
+      const next = await stream.next();
+      if (next.done) {
+        process.stderr.write(`run ended: ${next.value}\n`);
+        return;
+      }
+      process.stdout.write(next.value);
+    }
+  });
+
+program
+  .command("download")
+  .description("download the executed notebook, the log and the output files")
+  .argument("<id>")
+  .option("--out <dir>", "where to put them (default ./hangar-output/<id>)")
+  .action(async (id: string, options: { out?: string }) => {
+    const out = resolve(options.out ?? `hangar-output/${id}`);
+    for (const path of await downloadRun(HangarClient.fromEnv(), id, out)) print(path);
+  });
+
+program
+  .command("cancel")
+  .description("cancel a queued or running run")
+  .argument("<id>")
+  .action(async (id: string) => {
+    const run = await HangarClient.fromEnv().cancelRun(id);
+    print(run.status === "cancelled" ? `${id} cancelled` : `${id}: cancellation sent to its instance`);
+  });
+
+program
+  .command("datasets")
+  .description("manage datasets")
+  .addCommand(
+    new Command("push")
+      .description("upload files and folders as one dataset")
+      .argument("<paths...>")
+      .addOption(new Option("--name <name>", "dataset name"))
+      .option("--json", "print JSON")
+      .action(async (paths: string[], options: { name?: string; json?: boolean }) => {
+        const dataset = await pushDataset(HangarClient.fromEnv(), paths, options.name);
+        print(
+          options.json
+            ? dataset
+            : `${dataset.id}  ${dataset.files.length} file(s), ${dataset.total_size} bytes`,
+        );
+      }),
+  );
+
+program
+  .command("quickstart")
+  .description("start the embedded default, run the example notebook with its dataset, download the results")
+  .option("--data-dir <dir>", "data directory", ".hangar")
+  .option("--out <dir>", "where to put the results", "hangar-output")
+  .action(async (options: { dataDir: string; out: string }) => {
+    process.exitCode = await quickstart(resolve(options.dataDir), resolve(options.out));
+  });
+
+program.parseAsync(process.argv).catch((error: unknown) => {
+  if (error instanceof ApiError) {
+    process.stderr.write(`error: ${error.message} (${error.code}, HTTP ${error.status})\n`);
+    if (error.details && typeof error.details === "object")
+      process.stderr.write(`${JSON.stringify(error.details)}\n`);
+  } else {
+    process.stderr.write(`error: ${(error as Error).message}\n`);
+  }
+  process.exitCode = 2;
+});

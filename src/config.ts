@@ -1,0 +1,71 @@
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+
+/** Every setting, read from the environment once. Documented in README.md and .env.example. */
+export interface Config {
+  host: string;
+  port: number;
+  dataDir: string;
+  databaseUrl: string | undefined;
+  /** Base URL that agents and signed URLs use to reach this server. */
+  publicUrl: string | undefined;
+  bootstrapApiKey: string | undefined;
+  signingSecret: string;
+  maxUploadBytes: number;
+  signedUrlTtlS: number;
+  leaseS: number;
+  heartbeatS: number;
+  idleTimeoutS: number;
+  defaultTimeoutS: number;
+  schedulerIntervalMs: number;
+  shutdownGraceS: number;
+  localMaxInstances: number;
+  python: string;
+  logLevel: string;
+}
+
+function int(env: NodeJS.ProcessEnv, name: string, fallback: number, min = 0): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min) {
+    throw new Error(`${name} must be an integer ≥ ${min} (got "${raw}")`);
+  }
+  return value;
+}
+
+/** A secret kept in the data directory, so signed URLs survive restarts without configuration. */
+function persistentSecret(dataDir: string, file: string): string {
+  const path = join(dataDir, file);
+  if (existsSync(path)) return readFileSync(path, "utf8").trim();
+  mkdirSync(dataDir, { recursive: true });
+  const secret = randomBytes(32).toString("base64url");
+  writeFileSync(path, `${secret}\n`, { mode: 0o600, flag: "wx" });
+  return secret;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
+  const dataDir = resolve(overrides.dataDir ?? env.HANGAR_DATA_DIR ?? ".hangar");
+  return {
+    host: env.HANGAR_HOST ?? "127.0.0.1",
+    port: int(env, "HANGAR_PORT", 7420),
+    dataDir,
+    databaseUrl: env.DATABASE_URL || undefined,
+    publicUrl: env.HANGAR_PUBLIC_URL || undefined,
+    bootstrapApiKey: env.HANGAR_BOOTSTRAP_API_KEY || undefined,
+    signingSecret: env.HANGAR_SIGNING_SECRET || persistentSecret(dataDir, "signing-secret"),
+    maxUploadBytes: int(env, "HANGAR_MAX_UPLOAD_BYTES", 512 * 1024 * 1024, 1),
+    signedUrlTtlS: int(env, "HANGAR_SIGNED_URL_TTL_S", 3600, 1),
+    leaseS: int(env, "HANGAR_LEASE_S", 30, 1),
+    heartbeatS: int(env, "HANGAR_HEARTBEAT_S", 5, 1),
+    idleTimeoutS: int(env, "HANGAR_IDLE_TIMEOUT_S", 60, 0),
+    defaultTimeoutS: int(env, "HANGAR_DEFAULT_TIMEOUT_S", 6 * 3600, 1),
+    schedulerIntervalMs: int(env, "HANGAR_SCHEDULER_INTERVAL_MS", 500, 10),
+    shutdownGraceS: int(env, "HANGAR_SHUTDOWN_GRACE_S", 30, 0),
+    localMaxInstances: int(env, "HANGAR_LOCAL_MAX_INSTANCES", 2, 1),
+    python: env.HANGAR_PYTHON ?? "/usr/bin/python3",
+    logLevel: env.HANGAR_LOG_LEVEL ?? "info",
+    ...overrides,
+  };
+}

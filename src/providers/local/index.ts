@@ -1,0 +1,2 @@
+export { detectLocalGpus } from "./gpu-detect.ts";
+export { LocalProvider, type LocalProviderOptions } from "./local-provider.ts";

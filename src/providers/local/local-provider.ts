@@ -1,0 +1,126 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { closeSync, mkdirSync, openSync, readFileSync } from "node:fs";
+import { hostname } from "node:os";
+import { join } from "node:path";
+import type { GpuAssignment } from "../../domain/instance.ts";
+import type {
+  ComputeProvider,
+  LaunchResult,
+  LaunchSpec,
+  ProviderCapabilities,
+  ProviderInstanceStatus,
+} from "../provider.ts";
+
+export interface LocalProviderOptions {
+  /** Command that starts the agent, e.g. [process.execPath, "dist/agent.mjs"]. */
+  agentCommand: string[];
+  maxInstances: number;
+  gpus: GpuAssignment[];
+  /** Each instance's working directory and log file live here. */
+  workRoot: string;
+  /** Extra environment for every agent (HANGAR_PYTHON, …). */
+  env?: Record<string, string>;
+}
+
+/**
+ * This computer as a compute provider: each instance is an agent child process. Its id is
+ * `host:pid`, so a restarted server can tell its surviving agents from another host's.
+ * Agents write to a log file, not a pipe, so they outlive a crashed server and reconnect to it.
+ */
+export class LocalProvider implements ComputeProvider {
+  readonly name = "local";
+  readonly capabilities: ProviderCapabilities;
+  readonly maxInstances: number;
+  readonly #options: LocalProviderOptions;
+  readonly #children = new Map<string, ChildProcess>();
+  readonly #exitListeners: ((providerInstanceId: string, reason: string) => void)[] = [];
+
+  constructor(options: LocalProviderOptions) {
+    this.#options = options;
+    this.maxInstances = options.maxInstances;
+    this.capabilities = { sameHost: true, stopResume: false, gpus: options.gpus.length > 0 };
+  }
+
+  allocateGpus(count: number, inUse: ReadonlySet<number>): GpuAssignment[] {
+    if (count <= 0) return [];
+    const free = this.#options.gpus.filter((gpu) => !inUse.has(gpu.index));
+    return free.slice(0, count);
+  }
+
+  async launch(spec: LaunchSpec): Promise<LaunchResult> {
+    const workDir = join(this.#options.workRoot, spec.instanceId);
+    mkdirSync(workDir, { recursive: true });
+    const logFd = openSync(join(workDir, "agent.log"), "a");
+    const [command, ...args] = this.#options.agentCommand;
+    const gpuEnv =
+      spec.gpus.length > 0
+        ? { CUDA_VISIBLE_DEVICES: spec.gpus.map((g) => g.index).join(",") }
+        : { CUDA_VISIBLE_DEVICES: "" };
+    const child = spawn(command!, args, {
+      cwd: workDir,
+      env: { ...process.env, ...this.#options.env, ...spec.agentEnv, ...gpuEnv, HANGAR_WORK_DIR: workDir },
+      stdio: ["ignore", logFd, logFd],
+      detached: true,
+    });
+    closeSync(logFd);
+    if (child.pid === undefined) {
+      throw new Error(`Could not start the agent: ${command}`);
+    }
+    const providerInstanceId = `${hostname()}:${child.pid}`;
+    this.#children.set(providerInstanceId, child);
+    child.once("exit", (code, signal) => {
+      this.#children.delete(providerInstanceId);
+      const reason = signal ? `agent process killed by ${signal}` : `agent process exited with code ${code}`;
+      for (const listener of this.#exitListeners) listener(providerInstanceId, reason);
+    });
+    child.unref();
+    return { providerInstanceId };
+  }
+
+  async describe(providerInstanceId: string): Promise<ProviderInstanceStatus> {
+    const pid = this.#ownPid(providerInstanceId);
+    if (pid === null) return "unknown";
+    return isAgentProcess(pid) ? "running" : "gone";
+  }
+
+  async terminate(providerInstanceId: string): Promise<void> {
+    const pid = this.#ownPid(providerInstanceId);
+    if (pid === null || !isAgentProcess(pid)) return;
+    try {
+      // The agent's process group includes the notebook runner and kernel it started.
+      process.kill(-pid, "SIGTERM");
+    } catch {
+      return;
+    }
+    setTimeout(() => {
+      if (isAgentProcess(pid)) {
+        try {
+          process.kill(-pid, "SIGKILL");
+        } catch {
+          /* already gone */
+        }
+      }
+    }, 10_000).unref();
+  }
+
+  onExit(listener: (providerInstanceId: string, reason: string) => void): void {
+    this.#exitListeners.push(listener);
+  }
+
+  #ownPid(providerInstanceId: string): number | null {
+    const [host, pid] = providerInstanceId.split(":");
+    return host === hostname() && pid ? Number(pid) : null;
+  }
+}
+
+/** Alive and still a Hangar agent (a recycled pid would not carry HANGAR_INSTANCE_ID). */
+function isAgentProcess(pid: number): boolean {
+  try {
+    const environ = readFileSync(`/proc/${pid}/environ`, "latin1");
+    const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state !== "Z" && environ.includes("HANGAR_INSTANCE_ID=");
+  } catch {
+    return false;
+  }
+}

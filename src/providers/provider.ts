@@ -1,0 +1,39 @@
+import type { GpuAssignment } from "../domain/instance.ts";
+
+export interface ProviderCapabilities {
+  /** Runs on the control plane's own host, so it can see local GPUs and processes. */
+  readonly sameHost: boolean;
+  /** Instances can be stopped and resumed (not only terminated). */
+  readonly stopResume: boolean;
+  /** Offers GPUs (false: CPU only). */
+  readonly gpus: boolean;
+}
+
+export interface LaunchSpec {
+  instanceId: string;
+  /** Environment the agent needs: control-plane URL, instance id, one-time bootstrap token. */
+  agentEnv: Record<string, string>;
+  gpus: GpuAssignment[];
+}
+
+export interface LaunchResult {
+  providerInstanceId: string;
+}
+
+export type ProviderInstanceStatus = "running" | "gone" | "unknown";
+
+/** A source of compute instances. Each provider is one folder under src/providers with this contract. */
+export interface ComputeProvider {
+  readonly name: string;
+  readonly capabilities: ProviderCapabilities;
+  /** Upper bound of live instances this provider may hold at once. */
+  readonly maxInstances: number;
+  /** GPUs this provider can hand to one instance for a request, or [] when it runs on CPU. */
+  allocateGpus(count: number, inUse: ReadonlySet<number>): GpuAssignment[];
+  launch(spec: LaunchSpec): Promise<LaunchResult>;
+  describe(providerInstanceId: string): Promise<ProviderInstanceStatus>;
+  /** Idempotent: an instance that is already gone counts as terminated. */
+  terminate(providerInstanceId: string): Promise<void>;
+  /** Called when an instance ends for any reason; local processes report their own exits. */
+  onExit?(listener: (providerInstanceId: string, reason: string) => void): void;
+}

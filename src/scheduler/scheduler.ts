@@ -1,0 +1,198 @@
+import { randomBytes } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { AgentHub } from "../app/agent-hub.ts";
+import { hashSecret } from "../app/api-keys.ts";
+import type { AppContext } from "../app/context.ts";
+import { newId } from "../domain/ids.ts";
+import { type Instance, LIVE_STATES } from "../domain/instance.ts";
+
+/** How long an instance may take from launch to its agent registering. */
+const BOOT_TIMEOUT_MS = 120_000;
+
+/**
+ * The periodic loops. Each tick of each loop runs on exactly one server process in the cluster,
+ * through the store's cadence gate, so several replicas on one PostgreSQL never double up.
+ */
+export class Scheduler {
+  readonly #ctx: AppContext;
+  readonly #hub: AgentHub;
+  readonly #agentUrl: () => string;
+  readonly #startedAt: number;
+  #stopped = false;
+  #loop: Promise<void> | undefined;
+
+  constructor(ctx: AppContext, hub: AgentHub, agentUrl: () => string) {
+    this.#ctx = ctx;
+    this.#hub = hub;
+    this.#agentUrl = agentUrl;
+    this.#startedAt = ctx.now();
+    ctx.provider.onExit?.((providerInstanceId, reason) => {
+      void this.#markGone(providerInstanceId, reason).catch((error: unknown) =>
+        ctx.log.error({ err: error }, "recording an instance exit failed"),
+      );
+    });
+  }
+
+  start(): void {
+    this.#loop = this.#run();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await this.#loop;
+  }
+
+  async #run(): Promise<void> {
+    const interval = this.#ctx.config.schedulerIntervalMs;
+    while (!this.#stopped) {
+      try {
+        await this.tick();
+      } catch (error) {
+        this.#ctx.log.error({ err: error }, "scheduler tick failed");
+      }
+      await sleep(interval);
+    }
+  }
+
+  /** One pass of every loop whose turn it is in this cluster. */
+  async tick(): Promise<void> {
+    const { store, config } = this.#ctx;
+    const interval = config.schedulerIntervalMs;
+    const now = this.#ctx.now();
+    // After a restart, agents get one lease period to reconnect before their leases count as lapsed.
+    if (now - this.#startedAt >= config.leaseS * 1000 && (await store.tryRunLoop("reap", interval, now))) {
+      await this.reap(now);
+    }
+    if (await store.tryRunLoop("instances", interval, now)) await this.superviseInstances(now);
+    if (!this.#ctx.draining && (await store.tryRunLoop("provision", interval, now)))
+      await this.provision(now);
+  }
+
+  async reap(now: number): Promise<void> {
+    for (const job of await this.#ctx.store.reapExpired(now)) {
+      this.#ctx.log.warn(
+        { job_id: job.id, status: job.status, error: job.error },
+        "attempt ended by the reaper",
+      );
+      await this.#hub.recordAttemptEnd(job, job.error, now);
+    }
+  }
+
+  /** Launches instances while runnable jobs outnumber the instances that could take them. */
+  async provision(now: number): Promise<void> {
+    const { store, provider } = this.#ctx;
+    const ready = await store.countReadyJobs(now);
+    if (ready === 0) return;
+    const live = await store.listInstances({ provider: provider.name, states: LIVE_STATES });
+    const free = live.filter((i) => i.state !== "busy").length;
+    const toLaunch = Math.min(ready - free, provider.maxInstances - live.length);
+    const gpusInUse = new Set(live.flatMap((i) => i.gpus.map((g) => g.index)));
+    for (let i = 0; i < toLaunch; i++) {
+      const gpus = provider.allocateGpus(1, gpusInUse);
+      for (const gpu of gpus) gpusInUse.add(gpu.index);
+      await this.launch(gpus);
+    }
+  }
+
+  async launch(gpus: Instance["gpus"]): Promise<Instance> {
+    const { store, provider, log } = this.#ctx;
+    const bootstrapToken = randomBytes(24).toString("base64url");
+    const instance = await store.insertInstance({
+      id: newId("inst"),
+      orgId: this.#ctx.defaultOrgId,
+      provider: provider.name,
+      gpus,
+      bootstrapTokenHash: hashSecret(bootstrapToken),
+      createdAt: this.#ctx.now(),
+    });
+    try {
+      const { providerInstanceId } = await provider.launch({
+        instanceId: instance.id,
+        gpus,
+        agentEnv: {
+          HANGAR_URL: this.#agentUrl(),
+          HANGAR_INSTANCE_ID: instance.id,
+          HANGAR_BOOTSTRAP_TOKEN: bootstrapToken,
+        },
+      });
+      await store.setInstanceProviderId(instance.id, providerInstanceId);
+      log.info(
+        { instance_id: instance.id, provider: provider.name, provider_instance_id: providerInstanceId },
+        "instance launched",
+      );
+    } catch (error) {
+      await store.transitionInstance(
+        instance.id,
+        LIVE_STATES,
+        "terminated",
+        this.#ctx.now(),
+        `launch failed: ${(error as Error).message}`,
+      );
+      throw error;
+    }
+    return instance;
+  }
+
+  /** Ends instances that never booted, went silent, idled too long, or vanished at the provider. */
+  async superviseInstances(now: number): Promise<void> {
+    const { store, provider, config } = this.#ctx;
+    const live = await store.listInstances({ provider: provider.name, states: LIVE_STATES });
+    for (const instance of live) {
+      const silentFor = now - (instance.lastSeenAt ?? instance.createdAt);
+      let reason: string | null = null;
+      if (instance.state === "provisioning" && now - instance.createdAt > BOOT_TIMEOUT_MS) {
+        reason = "agent did not register in time";
+      } else if (instance.state !== "provisioning" && silentFor > 3 * config.leaseS * 1000) {
+        reason = `agent silent for ${Math.round(silentFor / 1000)} s`;
+      } else if (
+        (instance.state === "idle" || instance.state === "ready") &&
+        now - instance.stateChangedAt > config.idleTimeoutS * 1000
+      ) {
+        reason = `idle for more than ${config.idleTimeoutS} s`;
+      } else if (
+        instance.providerInstanceId &&
+        (await provider.describe(instance.providerInstanceId)) === "gone"
+      ) {
+        reason = "instance is gone at the provider";
+      }
+      if (reason) await this.terminate(instance, reason);
+    }
+  }
+
+  async terminate(instance: Instance, reason: string): Promise<void> {
+    const { store, provider, log } = this.#ctx;
+    if (await store.transitionInstance(instance.id, LIVE_STATES, "terminated", this.#ctx.now(), reason)) {
+      log.info({ instance_id: instance.id, reason }, "instance terminated");
+    }
+    if (instance.providerInstanceId) await provider.terminate(instance.providerInstanceId);
+  }
+
+  /** Graceful shutdown: wait for running work on this host's instances, then end them. */
+  async drain(graceMs: number): Promise<void> {
+    const { store, provider } = this.#ctx;
+    const deadline = this.#ctx.now() + graceMs;
+    const live = () => store.listInstances({ provider: provider.name, states: LIVE_STATES });
+    while ((await live()).some((i) => i.state === "busy") && this.#ctx.now() < deadline) await sleep(200);
+    for (const instance of await live()) {
+      // Only this host's instances: other replicas' agents keep working for them.
+      if (
+        instance.providerInstanceId &&
+        (await provider.describe(instance.providerInstanceId)) === "running"
+      ) {
+        await this.terminate(instance, "server shut down");
+      }
+    }
+  }
+
+  async #markGone(providerInstanceId: string, reason: string): Promise<void> {
+    const { store, provider } = this.#ctx;
+    const live = await store.listInstances({ provider: provider.name, states: LIVE_STATES });
+    const instance = live.find((i) => i.providerInstanceId === providerInstanceId);
+    if (
+      instance &&
+      (await store.transitionInstance(instance.id, LIVE_STATES, "terminated", this.#ctx.now(), reason))
+    ) {
+      this.#ctx.log.warn({ instance_id: instance.id, reason }, "instance ended");
+    }
+  }
+}

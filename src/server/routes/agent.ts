@@ -1,0 +1,201 @@
+import { Type, type TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import type { AgentHub } from "../../app/agent-hub.ts";
+import type { AppContext } from "../../app/context.ts";
+import type { Instance } from "../../domain/instance.ts";
+import type { JobError } from "../../domain/job.ts";
+
+declare module "fastify" {
+  interface FastifyRequest {
+    instance: Instance | null;
+  }
+}
+
+const JobParams = Type.Object({ id: Type.String({ minLength: 1 }) });
+const Lease = { lease_token: Type.String({ minLength: 1 }) };
+const ErrorShape = Type.Object({
+  code: Type.String(),
+  message: Type.String(),
+  retryable: Type.Optional(Type.Boolean()),
+  details: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+});
+
+/** The agent protocol (`/agent/v1`): agents call in over HTTP, so instances behind NAT work. */
+export function agentRoutes(ctx: AppContext, hub: AgentHub) {
+  return async (scoped: FastifyInstance) => {
+    const app = scoped.withTypeProvider<TypeBoxTypeProvider>();
+    app.decorateRequest("instance", null);
+    const authenticate = async (request: FastifyRequest) => {
+      const header = request.headers.authorization;
+      request.instance = await hub.authenticate(header?.startsWith("Bearer ") ? header.slice(7) : undefined);
+    };
+
+    app.post(
+      "/register",
+      {
+        schema: {
+          tags: ["agent"],
+          body: Type.Object({ instance_id: Type.String(), bootstrap_token: Type.String() }),
+        },
+      },
+      async (request) => {
+        const { agentToken } = await hub.register(request.body.instance_id, request.body.bootstrap_token);
+        return {
+          agent_token: agentToken,
+          heartbeat_s: ctx.config.heartbeatS,
+          lease_s: ctx.config.leaseS,
+          python: ctx.config.python,
+        };
+      },
+    );
+
+    app.post(
+      "/claim",
+      {
+        onRequest: authenticate,
+        schema: {
+          tags: ["agent"],
+          body: Type.Object({ wait_s: Type.Optional(Type.Number({ minimum: 0, maximum: 60 })) }),
+        },
+      },
+      async (request, reply) => {
+        const closed = new AbortController();
+        // The response closing before we answered means the agent hung up.
+        reply.raw.on("close", () => {
+          if (!reply.raw.writableEnded) closed.abort();
+        });
+        const assignment = await hub.claim(
+          request.instance!,
+          (request.body.wait_s ?? 20) * 1000,
+          closed.signal,
+        );
+        if (!assignment) return reply.code(204).send();
+        if (closed.signal.aborted) {
+          // The agent hung up while we claimed: hand the job back rather than lose an attempt to a lapse.
+          await hub.release(request.instance!, {
+            jobId: assignment.job_id,
+            leaseToken: assignment.lease_token,
+          });
+          return reply.code(204).send();
+        }
+        return assignment;
+      },
+    );
+
+    app.post(
+      "/jobs/:id/heartbeat",
+      {
+        onRequest: authenticate,
+        schema: {
+          tags: ["agent"],
+          params: JobParams,
+          body: Type.Object({
+            ...Lease,
+            progress: Type.Optional(
+              Type.Object({ done: Type.Integer(), total: Type.Integer(), phase: Type.String() }),
+            ),
+          }),
+        },
+      },
+      async (request) =>
+        hub.heartbeat(
+          { jobId: request.params.id, leaseToken: request.body.lease_token },
+          request.body.progress,
+        ),
+    );
+
+    app.post(
+      "/jobs/:id/logs",
+      {
+        onRequest: authenticate,
+        schema: {
+          tags: ["agent"],
+          params: JobParams,
+          body: Type.Object({
+            ...Lease,
+            attempt: Type.Integer({ minimum: 1 }),
+            entries: Type.Array(
+              Type.Object({
+                seq: Type.Integer(),
+                ts: Type.Number(),
+                stream: Type.String(),
+                text: Type.String(),
+              }),
+              { maxItems: 10_000 },
+            ),
+          }),
+        },
+      },
+      async (request, reply) => {
+        await hub.appendLogs(
+          { jobId: request.params.id, leaseToken: request.body.lease_token },
+          request.body.attempt,
+          request.body.entries,
+        );
+        return reply.code(204).send();
+      },
+    );
+
+    app.post(
+      "/jobs/:id/uploads",
+      {
+        onRequest: authenticate,
+        schema: {
+          tags: ["agent"],
+          params: JobParams,
+          body: Type.Object({ ...Lease, paths: Type.Array(Type.String(), { maxItems: 10_000 }) }),
+        },
+      },
+      async (request) => ({
+        urls: await hub.uploadUrls(
+          { jobId: request.params.id, leaseToken: request.body.lease_token },
+          request.body.paths,
+        ),
+      }),
+    );
+
+    app.post(
+      "/jobs/:id/release",
+      { onRequest: authenticate, schema: { tags: ["agent"], params: JobParams, body: Type.Object(Lease) } },
+      async (request) => ({
+        released: await hub.release(request.instance!, {
+          jobId: request.params.id,
+          leaseToken: request.body.lease_token,
+        }),
+      }),
+    );
+
+    app.post(
+      "/jobs/:id/finish",
+      {
+        onRequest: authenticate,
+        schema: {
+          tags: ["agent"],
+          params: JobParams,
+          body: Type.Object({
+            ...Lease,
+            status: Type.Union([
+              Type.Literal("succeeded"),
+              Type.Literal("failed"),
+              Type.Literal("cancelled"),
+            ]),
+            error: Type.Optional(ErrorShape),
+          }),
+        },
+      },
+      async (request) => {
+        const { status } = request.body;
+        const error = request.body.error
+          ? ({ retryable: true, ...request.body.error } as JobError)
+          : { code: "unknown", message: "The agent reported a failure without details", retryable: true };
+        const lease = { jobId: request.params.id, leaseToken: request.body.lease_token };
+        const job = await hub.finish(
+          request.instance!,
+          lease,
+          status === "succeeded" ? { status } : status === "cancelled" ? { status } : { status, error },
+        );
+        return { status: job.status };
+      },
+    );
+  };
+}

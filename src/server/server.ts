@@ -1,0 +1,104 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import pino from "pino";
+import { AgentHub } from "../app/agent-hub.ts";
+import { ensureBootstrapKey } from "../app/api-keys.ts";
+import { type AppContext, createEvents } from "../app/context.ts";
+import { Metrics } from "../app/metrics.ts";
+import { createFsBlobStore } from "../blob/fs/index.ts";
+import { UrlSigner } from "../blob/url-signer.ts";
+import type { Config } from "../config.ts";
+import { detectLocalGpus, LocalProvider } from "../providers/local/index.ts";
+import { Scheduler } from "../scheduler/scheduler.ts";
+import { openStore } from "../store/index.ts";
+import { buildHttpApp } from "./app.ts";
+
+export const REPO_ROOT = join(import.meta.dirname, "..", "..");
+export const AGENT_BUNDLE = join(REPO_ROOT, "dist", "agent.mjs");
+export const ADMIN_KEY_FILE = "admin-api-key";
+const DEFAULT_ORG = "org_default";
+
+export interface RunningServer {
+  url: string;
+  ctx: AppContext;
+  scheduler: Scheduler;
+  /** Set when this start created the admin key: shown once, and saved in the data dir (0600). */
+  createdApiKey: string | null;
+  close(): Promise<void>;
+}
+
+/** Assembles the embedded default (or whatever the config names) and starts serving. */
+export async function startServer(config: Config): Promise<RunningServer> {
+  const log = pino({
+    level: config.logLevel,
+    base: { service: "hangar" },
+    redact: ["req.headers.authorization"],
+  });
+  const store = openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  await store.migrate();
+  let publicUrl = config.publicUrl ?? "";
+  const blobs = createFsBlobStore({
+    root: join(config.dataDir, "blobs"),
+    publicBaseUrl: () => publicUrl,
+    signer: new UrlSigner(config.signingSecret),
+  });
+  const gpus = await detectLocalGpus();
+  const provider = new LocalProvider({
+    agentCommand: [process.execPath, AGENT_BUNDLE],
+    maxInstances: config.localMaxInstances,
+    gpus,
+    workRoot: join(config.dataDir, "instances"),
+    env: { HANGAR_PYTHON: config.python },
+  });
+  const ctx: AppContext = {
+    config,
+    store,
+    blobs,
+    provider,
+    metrics: new Metrics(store),
+    log,
+    events: createEvents(),
+    now: Date.now,
+    draining: false,
+    defaultOrgId: DEFAULT_ORG,
+  };
+  await store.ensureOrg(DEFAULT_ORG, "default", ctx.now());
+  const bootstrap = await ensureBootstrapKey(store, DEFAULT_ORG, config.bootstrapApiKey, ctx.now());
+  const createdApiKey = bootstrap.created && !config.bootstrapApiKey ? bootstrap.key : null;
+  if (createdApiKey) {
+    const { writeFileSync } = await import("node:fs");
+    writeFileSync(join(config.dataDir, ADMIN_KEY_FILE), `${createdApiKey}\n`, { mode: 0o600 });
+  }
+
+  const hub = new AgentHub(ctx);
+  const version = (JSON.parse(readFileSync(join(REPO_ROOT, "package.json"), "utf8")) as { version: string })
+    .version;
+  const app = await buildHttpApp(ctx, hub, { agentBundlePath: AGENT_BUNDLE, version });
+  const address = await app.listen({ host: config.host, port: config.port });
+  publicUrl = config.publicUrl ?? address.replace("[::1]", "127.0.0.1");
+  const scheduler = new Scheduler(ctx, hub, () => publicUrl);
+  scheduler.start();
+  log.info(
+    { url: publicUrl, store: store.dialect, gpus: gpus.length, data_dir: config.dataDir },
+    "hangar server started",
+  );
+
+  let closing: Promise<void> | undefined;
+  return {
+    url: publicUrl,
+    ctx,
+    scheduler,
+    createdApiKey,
+    close() {
+      closing ??= (async () => {
+        ctx.draining = true;
+        await scheduler.stop();
+        await scheduler.drain(config.shutdownGraceS * 1000);
+        await app.close();
+        await store.close();
+        log.info("hangar server stopped");
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,59 @@
+import type { NotebookRunSpec } from "../app/runs.ts";
+import type { Job } from "../domain/job.ts";
+import type { JsonObject } from "../domain/json.ts";
+import type { DatasetRecord, NotebookRecord } from "../store/store.ts";
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+export function notebookView(n: NotebookRecord) {
+  return { id: n.id, name: n.name, size: n.size, cells: n.cellCount, created_at: iso(n.createdAt) };
+}
+
+export function datasetView(d: DatasetRecord) {
+  return {
+    id: d.id,
+    name: d.name,
+    total_size: d.totalSize,
+    files: d.files.map((f) => ({ path: f.path, size: f.size })),
+    created_at: iso(d.createdAt),
+  };
+}
+
+/** Where the attempt runs, and a plain statement when a GPU was asked for but the host has none. */
+function instanceView(job: Job, spec: NotebookRunSpec) {
+  if (!job.compute) return null;
+  const gpus = (job.compute.gpus as JsonObject[] | undefined) ?? [];
+  const note =
+    gpus.length === 0
+      ? spec.gpu
+        ? `requested ${spec.gpu.count}× ${spec.gpu.type}, but the instance has no GPU: running on CPU`
+        : "running on CPU"
+      : `running on GPU ${gpus.map((g) => `${g.index} (${g.name})`).join(", ")}`;
+  return { ...job.compute, note };
+}
+
+export function runView(job: Job) {
+  const spec = job.spec as NotebookRunSpec;
+  return {
+    id: job.id,
+    notebook_id: job.notebookId,
+    status: job.status,
+    priority: job.priority,
+    attempts: job.attempts,
+    max_attempts: job.maxAttempts,
+    timeout_s: Math.round(job.timeoutMs / 1000),
+    parameters: spec.parameters,
+    datasets: spec.datasets,
+    gpu: spec.gpu,
+    cancel_requested: job.cancelRequested,
+    created_at: iso(job.createdAt),
+    started_at: iso(job.startedAt),
+    finished_at: iso(job.finishedAt),
+    next_attempt_at: job.status === "queued" && job.attempts > 0 ? iso(job.runAt) : null,
+    progress: job.progress,
+    instance: instanceView(job, spec),
+    error: job.error
+      ? { code: job.error.code, message: job.error.message, details: job.error.details ?? null }
+      : null,
+  };
+}
