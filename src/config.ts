@@ -8,6 +8,7 @@ export interface Config {
   port: number;
   dataDir: string;
   databaseUrl: string | undefined;
+  databaseSchema: string | undefined;
   /** Base URL that agents and signed URLs use to reach this server. */
   publicUrl: string | undefined;
   bootstrapApiKey: string | undefined;
@@ -52,6 +53,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     port: int(env, "HANGAR_PORT", 7420),
     dataDir,
     databaseUrl: env.DATABASE_URL || undefined,
+    databaseSchema: env.HANGAR_DATABASE_SCHEMA || undefined,
     publicUrl: env.HANGAR_PUBLIC_URL || undefined,
     bootstrapApiKey: env.HANGAR_BOOTSTRAP_API_KEY || undefined,
     signingSecret: env.HANGAR_SIGNING_SECRET || persistentSecret(dataDir, "signing-secret"),

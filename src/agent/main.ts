@@ -269,7 +269,14 @@ class Agent {
   }
 }
 
-const agent = new Agent(settingsFromEnv(process.env));
+let settings: AgentSettings;
+try {
+  settings = settingsFromEnv(process.env);
+} catch (error) {
+  log("agent cannot start", { error: (error as Error).message });
+  process.exit(2);
+}
+const agent = new Agent(settings);
 process.on("SIGTERM", () => agent.stop());
 process.on("SIGINT", () => agent.stop());
 agent.run().then(

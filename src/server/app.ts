@@ -8,7 +8,7 @@ import type { AgentHub } from "../app/agent-hub.ts";
 import type { AppContext } from "../app/context.ts";
 import { FsBlobStore } from "../blob/fs/fs-blob-store.ts";
 import { HangarError } from "../domain/errors.ts";
-import { installErrorHandling } from "./errors.ts";
+import { frameworkErrors, installErrorHandling } from "./errors.ts";
 import { agentRoutes } from "./routes/agent.ts";
 import { apiRoutes } from "./routes/api.ts";
 import { blobRoutes } from "./routes/blobs.ts";
@@ -27,6 +27,7 @@ export async function buildHttpApp(
   const app: FastifyInstance = Fastify({
     loggerInstance: ctx.log as FastifyBaseLogger,
     genReqId: (request) => (request.headers["x-request-id"] as string | undefined) ?? randomUUID(),
+    frameworkErrors,
     bodyLimit: 16 * 1024 * 1024,
     // The agent's long poll holds requests for up to a minute.
     requestTimeout: 120_000,
@@ -58,6 +59,9 @@ export async function buildHttpApp(
   });
   await app.register(swaggerUi, { routePrefix: "/docs" });
   await app.register(multipart, {
+    // Keep the client's file name as sent (`sub/b.csv`, `../x`): dataset paths need their folders,
+    // and unsafe names must reach assertSafeRelativePath to be refused, not be silently basenamed.
+    preservePath: true,
     limits: { fileSize: ctx.config.maxUploadBytes, files: 10_000, fields: 20, fieldSize: 1024 * 1024 },
   });
 

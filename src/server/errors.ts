@@ -1,4 +1,4 @@
-import type { FastifyError, FastifyInstance } from "fastify";
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { HangarError } from "../domain/errors.ts";
 
 interface ErrorBody {
@@ -51,4 +51,27 @@ export function installErrorHandling(app: FastifyInstance): void {
       .code(500)
       .send(body("internal_error", "Internal server error; see the server log for the request id"));
   });
+}
+
+/**
+ * Fastify answers a few failures before routing (a path that is not valid percent-encoding, an
+ * over-long path parameter) with its own body and none of the hooks; this keeps them in the same
+ * error shape and with the x-request-id header. Pass as the `frameworkErrors` server option.
+ */
+export function frameworkErrors(error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  void reply.header("x-request-id", request.id);
+  if (error.code === "FST_ERR_BAD_URL") {
+    void reply
+      .code(400)
+      .send(body("invalid_url", `The request path is not valid percent-encoding: ${error.message}`));
+    return;
+  }
+  if (error.code === "FST_ERR_MAX_PARAM_LENGTH") {
+    void reply.code(414).send(body("uri_too_long", error.message));
+    return;
+  }
+  request.log.error({ err: error }, "framework error");
+  void reply
+    .code(500)
+    .send(body("internal_error", "Internal server error; see the server log for the request id"));
 }

@@ -34,7 +34,11 @@ export async function startServer(config: Config): Promise<RunningServer> {
     base: { service: "hangar" },
     redact: ["req.headers.authorization"],
   });
-  const store = openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  const store = openStore({
+    databaseUrl: config.databaseUrl,
+    schema: config.databaseSchema,
+    dataDir: config.dataDir,
+  });
   await store.migrate();
   let publicUrl = config.publicUrl ?? "";
   const blobs = createFsBlobStore({

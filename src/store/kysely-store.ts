@@ -85,15 +85,23 @@ export class KyselyStore implements Store {
   readonly dialect: string;
   readonly capabilities: StoreCapabilities;
   readonly #db: Kysely<Database>;
+  readonly #schema: string | undefined;
 
-  constructor(dialect: string, db: Kysely<Database>, capabilities: StoreCapabilities) {
+  constructor(dialect: string, db: Kysely<Database>, capabilities: StoreCapabilities, schema?: string) {
     this.dialect = dialect;
     this.#db = db;
     this.capabilities = capabilities;
+    this.#schema = schema;
   }
 
   async migrate(): Promise<void> {
-    const { error } = await new Migrator({ db: this.#db, provider: migrationProvider }).migrateToLatest();
+    // Naming the schema stops the migrator from mistaking another schema's migration tables for ours.
+    const migrator = new Migrator({
+      db: this.#db,
+      provider: migrationProvider,
+      ...(this.#schema ? { migrationTableSchema: this.#schema } : {}),
+    });
+    const { error } = await migrator.migrateToLatest();
     if (error) throw error;
   }
 

@@ -12,8 +12,8 @@ export const TEST_DATABASE_URL =
 export interface StoreFixture {
   /** Opens another store on the same database, as a second server process would. */
   open(): Store;
-  /** What a server process needs to reach the same database (DATABASE_URL). */
-  databaseUrl: string;
+  /** What a server process needs to reach the same database. */
+  env: Record<string, string>;
   cleanup(): Promise<void>;
 }
 
@@ -27,7 +27,7 @@ async function sqliteFixture(): Promise<StoreFixture> {
   const file = join(dir, "hangar.sqlite");
   const opened: Store[] = [];
   return {
-    databaseUrl: `sqlite:${file}`,
+    env: { DATABASE_URL: `sqlite:${file}` },
     open() {
       const store = createSqliteStore(file);
       opened.push(store);
@@ -48,10 +48,8 @@ async function postgresFixture(): Promise<StoreFixture> {
   await admin.query(`create schema ${schema}`);
   await admin.end();
   const opened: Store[] = [];
-  const url = new URL(TEST_DATABASE_URL);
-  url.searchParams.set("options", `-c search_path=${schema}`);
   return {
-    databaseUrl: url.toString(),
+    env: { DATABASE_URL: TEST_DATABASE_URL, HANGAR_DATABASE_SCHEMA: schema },
     open() {
       const store = createPostgresStore({ connectionString: TEST_DATABASE_URL, schema });
       opened.push(store);

@@ -18,13 +18,18 @@ export interface PostgresOptions {
   maxConnections?: number;
 }
 
+function assertIdentifier(schema: string): string {
+  if (!/^[a-z_][a-z0-9_]*$/i.test(schema)) throw new Error(`Invalid PostgreSQL schema name "${schema}"`);
+  return schema;
+}
+
 export function createPostgresDialect(options: PostgresOptions): PostgresDialect {
   return new PostgresDialect({
     pool: new pg.Pool({
       connectionString: options.connectionString,
       max: options.maxConnections ?? 10,
       types,
-      ...(options.schema ? { options: `-c search_path=${options.schema}` } : {}),
+      ...(options.schema ? { options: `-c search_path=${assertIdentifier(options.schema)}` } : {}),
     }),
   });
 }

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs everything Hangar needs on a fresh Debian machine and builds the agent bundle. Idempotent.
+# - Debian packages for the notebook runner (python3-ipykernel, python3-nbclient), when missing and root;
+# - npm dependencies, which include Node.js 24 itself (the registry's `node` package) for older systems;
+# - dist/agent.mjs, the one-file agent that instances run.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+python="${HANGAR_PYTHON:-/usr/bin/python3}"
+if ! "$python" -c "import ipykernel, nbclient, nbformat" >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing python3-ipykernel and python3-nbclient (Debian)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      python3 python3-ipykernel python3-nbclient python3-nbformat >/dev/null
+  else
+    echo "setup: $python lacks ipykernel/nbclient; install python3-ipykernel python3-nbclient," \
+      "or set HANGAR_PYTHON to an interpreter that has them" >&2
+  fi
+fi
+
+if ! command -v npm >/dev/null; then
+  echo "setup: npm is missing; install Node.js (any version ≥ 18) with npm, then run this again" >&2
+  exit 1
+fi
+if [ ! -x node_modules/.bin/node ] || [ ! -f node_modules/.package-lock.json ] ||
+  [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: installing npm dependencies (includes Node.js 24)" >&2
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+node_modules/.bin/node scripts/build-agent.ts >&2
+echo "setup: ready (node $(node_modules/.bin/node --version))" >&2

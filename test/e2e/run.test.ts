@@ -1,0 +1,177 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { promisify } from "node:util";
+import { submitNotebookRun, waitForRun } from "../../src/cli/commands.ts";
+import { REPO_ROOT } from "../../src/server/server.ts";
+import { writeNotebook } from "../helpers/notebooks.ts";
+import { type ServerProcess, spawnServer, stopServer, TEST_API_KEY } from "../helpers/server.ts";
+
+const exec = promisify(execFile);
+
+describe("running notebooks end to end (SQLite, local provider)", { concurrency: 1 }, () => {
+  let server: ServerProcess;
+  let dir: string;
+  const cli = (args: string[]) =>
+    exec(join(REPO_ROOT, "hangar"), args, {
+      env: { ...process.env, HANGAR_URL: server.url, HANGAR_API_KEY: TEST_API_KEY },
+    }).catch((error: { code: number; stdout: string; stderr: string }) => error);
+
+  before(async () => {
+    server = await spawnServer();
+    dir = await mkdtemp(join(tmpdir(), "hangar-run-"));
+  });
+  after(async () => {
+    await stopServer(server);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("runs the example notebook with its dataset and downloads every result through the CLI", async () => {
+    const run = await cli([
+      "run",
+      join(REPO_ROOT, "examples/sales-report.ipynb"),
+      "--dataset",
+      join(REPO_ROOT, "examples/data"),
+      "-p",
+      "region=south",
+      "-p",
+      "top_n=2",
+      "--wait",
+      "--json",
+    ]);
+    const view = JSON.parse(run.stdout) as { id: string; status: string; error: unknown; attempts: number };
+    assert.equal(view.status, "succeeded", run.stdout + server.output());
+    assert.equal(view.error, null);
+    assert.equal(view.attempts, 1);
+
+    const out = join(dir, "download");
+    const download = await cli(["download", view.id, "--out", out]);
+    assert.match(download.stdout, /executed\.ipynb/);
+    const report = JSON.parse(await readFile(join(out, "output/report.json"), "utf8"));
+    assert.equal(report.region, "south", "the injected parameter reached the kernel");
+    assert.equal(report.top.length, 2);
+    const csv = await readFile(join(out, "output/summary.csv"), "utf8");
+    assert.match(csv, /^product,revenue\r?\n/);
+    const executed = JSON.parse(await readFile(join(out, "executed.ipynb"), "utf8"));
+    const tags = executed.cells.map((c: { metadata: { tags?: string[] } }) => c.metadata.tags?.[0] ?? null);
+    assert.equal(tags[tags.indexOf("parameters") + 1], "injected-parameters");
+    for (const cell of executed.cells) assert.equal(cell.metadata.papermill.status, "completed");
+    const log = await readFile(join(out, "logs.txt"), "utf8");
+    assert.match(log, /sales rows for region 'south'/);
+
+    const status = await cli(["status", view.id]);
+    assert.match(status.stdout, /status\s+succeeded/);
+    assert.match(status.stdout, /running on CPU/);
+  });
+
+  it("fails a run whose cell raises, keeps the executed notebook and outputs, and exits non-zero", async () => {
+    const notebook = await writeNotebook(dir, "fails.ipynb", [
+      {
+        source:
+          "import os, pathlib\npathlib.Path(os.environ['HANGAR_OUTPUT_DIR'], 'partial.txt').write_text('before')",
+      },
+      { source: "raise ValueError('bad value 42')" },
+      { source: "print('never')" },
+    ]);
+    const run = await cli(["run", notebook, "--wait", "--json"]);
+    assert.equal((run as { code?: number }).code, 1);
+    const view = JSON.parse(run.stdout) as {
+      id: string;
+      status: string;
+      attempts: number;
+      error: {
+        code: string;
+        message: string;
+        details: { cell_index: number; ename: string; evalue: string };
+      };
+    };
+    assert.equal(view.status, "failed");
+    assert.equal(view.attempts, 1, "a failing cell is not retried");
+    assert.equal(view.error.code, "cell_error");
+    assert.equal(view.error.details.cell_index, 1);
+    assert.equal(view.error.details.ename, "ValueError");
+    assert.equal(view.error.details.evalue, "bad value 42");
+    const links = await server.client.downloads(view.id);
+    assert.ok(links.executed_notebook, "the executed notebook is saved after a failure");
+    assert.deepEqual(
+      links.outputs.map((o) => o.path),
+      ["partial.txt"],
+    );
+    const executed = (await (await fetch(links.executed_notebook.url)).json()) as {
+      cells: { metadata: { papermill?: { status: string } } }[];
+    };
+    const statuses = executed.cells.map((c) => c.metadata.papermill?.status ?? null);
+    assert.ok(statuses.includes("failed"));
+    assert.equal(statuses.at(-1), "pending");
+  });
+
+  it("streams logs while running and cancels a running notebook on request", async () => {
+    const notebook = await writeNotebook(dir, "slow.ipynb", [
+      { source: "import time\nfor i in range(600):\n    print('tick', i, flush=True)\n    time.sleep(0.1)" },
+    ]);
+    const run = await submitNotebookRun(server.client, notebook, { dataset: [], param: [] });
+    const stream = server.client.followLogs(run.id);
+    let seen = "";
+    while (!seen.includes("tick 3")) {
+      const next = await stream.next();
+      assert.equal(next.done, false, `log ended early: ${seen}`);
+      seen += next.value;
+    }
+    const cancelled = await server.client.cancelRun(run.id);
+    assert.equal(cancelled.status, "running", "a running run is cancelled by its agent");
+    const started = Date.now();
+    const final = await waitForRun(server.client, run.id, true);
+    assert.equal(final.status, "cancelled");
+    assert.ok(Date.now() - started < 15_000, "cancellation reaches the instance within seconds");
+    for (;;) {
+      const next = await stream.next();
+      if (next.done) {
+        assert.equal(next.value, "cancelled");
+        break;
+      }
+    }
+    await assert.rejects(server.client.cancelRun(run.id), { status: 409, code: "run_finished" });
+  });
+
+  it("fails a run that exceeds its timeout without retrying it", async () => {
+    const notebook = await writeNotebook(dir, "forever.ipynb", [{ source: "import time\ntime.sleep(120)" }]);
+    const run = await submitNotebookRun(server.client, notebook, { dataset: [], param: [], timeout: 3 });
+    const final = await waitForRun(server.client, run.id, true);
+    assert.equal(final.status, "failed");
+    assert.equal(final.error?.code, "timeout");
+    assert.equal(final.attempts, 1);
+  });
+
+  it("serves the agent as one bundled file", async () => {
+    const response = await fetch(`${server.url}/agent.mjs`);
+    assert.equal(response.status, 200);
+    const text = await response.text();
+    assert.match(text, /HANGAR_BOOTSTRAP_TOKEN/);
+    assert.match(text, /injected-parameters/, "the bundle carries the notebook runner");
+    const file = join(dir, "agent.mjs");
+    await writeFile(file, text);
+    const bare = await exec(process.execPath, [file], { env: { PATH: process.env.PATH } }).catch(
+      (error: { code: number; stdout: string }) => error,
+    );
+    assert.equal((bare as { code?: number }).code, 2);
+    assert.match(bare.stdout, /HANGAR_URL is not set/);
+  });
+
+  it("reports jobs, failures and instances by state in /metrics", async () => {
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    const instances = [...metrics.matchAll(/^hangar_instances\{state="(\w+)"\} (\d+)$/gm)];
+    assert.deepEqual(instances.map((m) => m[1]).sort(), [
+      "busy",
+      "idle",
+      "provisioning",
+      "ready",
+      "terminated",
+    ]);
+    assert.ok(instances.reduce((sum, m) => sum + Number(m[2]), 0) >= 1);
+    assert.match(metrics, /hangar_jobs\{state="succeeded"\} [1-9]/);
+    assert.match(metrics, /hangar_run_failures_total\{code="cell_error"\} 1/);
+  });
+});
