@@ -1,4 +1,5 @@
 import { once } from "node:events";
+import { setTimeout as sleep } from "node:timers/promises";
 import { assertSafeRelativePath } from "../blob/keys.ts";
 import { badRequest, conflict, HangarError, unauthorized } from "../domain/errors.ts";
 import type { Instance } from "../domain/instance.ts";
@@ -60,6 +61,11 @@ export class AgentHub {
   async claim(instance: Instance, waitMs: number, signal: AbortSignal): Promise<Assignment | null> {
     const { store, config } = this.#ctx;
     const deadline = this.#ctx.now() + waitMs;
+    if (this.#ctx.draining) {
+      // No new work while draining; holding the poll keeps idle agents from spinning on 204s.
+      await sleep(Math.min(waitMs, 5_000), undefined, { signal }).catch(() => undefined);
+      return null;
+    }
     while (!this.#ctx.draining && !signal.aborted) {
       const now = this.#ctx.now();
       const [job] = await store.claim({
@@ -70,7 +76,7 @@ export class AgentHub {
         compute: {
           instance_id: instance.id,
           provider: instance.provider,
-          gpus: instance.gpus as unknown as JsonObject[],
+          gpus: instance.gpus.map((g) => ({ index: g.index, name: g.name, memory_mib: g.memoryMiB })),
         },
       });
       if (job) {

@@ -69,7 +69,8 @@ export class Scheduler {
   }
 
   async reap(now: number): Promise<void> {
-    for (const job of await this.#ctx.store.reapExpired(now)) {
+    const grace = this.#ctx.config.leaseS * 1000;
+    for (const job of await this.#ctx.store.reapExpired(now, grace)) {
       this.#ctx.log.warn(
         { job_id: job.id, status: job.status, error: job.error },
         "attempt ended by the reaper",

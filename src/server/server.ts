@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pino from "pino";
 import { AgentHub } from "../app/agent-hub.ts";
@@ -70,7 +70,6 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const bootstrap = await ensureBootstrapKey(store, DEFAULT_ORG, config.bootstrapApiKey, ctx.now());
   const createdApiKey = bootstrap.created && !config.bootstrapApiKey ? bootstrap.key : null;
   if (createdApiKey) {
-    const { writeFileSync } = await import("node:fs");
     writeFileSync(join(config.dataDir, ADMIN_KEY_FILE), `${createdApiKey}\n`, { mode: 0o600 });
   }
 

@@ -420,7 +420,7 @@ export class KyselyStore implements Store {
     });
   }
 
-  async reapExpired(now: number): Promise<Job[]> {
+  async reapExpired(now: number, timeoutGraceMs: number): Promise<Job[]> {
     return this.#db.transaction().execute(async (trx) => {
       let expired = trx
         .selectFrom("jobs")
@@ -429,7 +429,7 @@ export class KyselyStore implements Store {
         .where((eb) =>
           eb.or([
             eb("lease_expires_at", "<", now),
-            eb(eb("started_at", "+", eb.ref("timeout_ms")), "<", now),
+            eb(eb("started_at", "+", eb.ref("timeout_ms")), "<", now - timeoutGraceMs),
           ]),
         )
         .limit(500);
@@ -438,7 +438,7 @@ export class KyselyStore implements Store {
       const changed: Job[] = [];
       for (const row of rows) {
         const job = toJob(row);
-        const timedOut = job.startedAt !== null && job.startedAt + job.timeoutMs < now;
+        const timedOut = job.startedAt !== null && job.startedAt + job.timeoutMs < now - timeoutGraceMs;
         const error: JobError = timedOut
           ? {
               code: "timeout",

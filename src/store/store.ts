@@ -139,8 +139,11 @@ export interface Store {
   release(lease: LeaseRef, now: number): Promise<boolean>;
   /** Queued jobs are cancelled at once; running ones are flagged and their agent stops them. */
   requestCancel(orgId: string, id: string, now: number): Promise<Job | null>;
-  /** Ends attempts whose lease lapsed or whose timeout passed; returns the jobs it changed. */
-  reapExpired(now: number): Promise<Job[]>;
+  /**
+   * Ends attempts whose lease lapsed, or whose timeout passed more than `timeoutGraceMs` ago (the
+   * agent enforces the timeout itself and saves outputs; the grace lets it). Returns the jobs changed.
+   */
+  reapExpired(now: number, timeoutGraceMs: number): Promise<Job[]>;
   countReadyJobs(now: number): Promise<number>;
   countJobsByStatus(): Promise<Record<JobStatus, number>>;
 

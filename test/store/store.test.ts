@@ -155,8 +155,14 @@ for (const dialect of DIALECTS) {
       assert.equal(claimed.length, 2);
       const slowLease = claimed.find((j) => j.id === slow.id)!;
       await store.heartbeat({ jobId: slow.id, leaseToken: slowLease.leaseToken! }, 50_900, 10_000);
-      const reaped = await store.reapExpired(51_001);
-      const byId = new Map(reaped.map((j) => [j.id, j]));
+      const first = await store.reapExpired(51_001, 1_000);
+      assert.deepEqual(
+        first.map((j) => j.id),
+        [lapsed.id],
+        "the timeout has a grace period",
+      );
+      await store.heartbeat({ jobId: slow.id, leaseToken: slowLease.leaseToken! }, 51_500, 10_000);
+      const byId = new Map([...first, ...(await store.reapExpired(52_001, 1_000))].map((j) => [j.id, j]));
       assert.equal(byId.get(lapsed.id)?.status, "queued");
       assert.equal(byId.get(lapsed.id)?.error?.code, "lease_expired");
       assert.equal(byId.get(slow.id)?.status, "failed");
@@ -190,7 +196,7 @@ for (const dialect of DIALECTS) {
       const job = await store.enqueue(newJob());
       await store.claim({ owner: "w", limit: 1, leaseMs: 100, now: 80_000 });
       await store.requestCancel(ORG, job.id, 80_001);
-      const [reaped] = await store.reapExpired(90_000);
+      const [reaped] = await store.reapExpired(90_000, 0);
       assert.equal(reaped?.id, job.id);
       assert.equal(reaped?.status, "cancelled");
     });
