@@ -1,5 +1,5 @@
 import type { NotebookRunSpec } from "../app/runs.ts";
-import type { Job } from "../domain/job.ts";
+import { isTerminal, type Job } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
 import type { DatasetRecord, NotebookRecord } from "../store/store.ts";
 
@@ -50,7 +50,8 @@ export function runView(job: Job) {
     started_at: iso(job.startedAt),
     finished_at: iso(job.finishedAt),
     next_attempt_at: job.status === "queued" && job.attempts > 0 ? iso(job.runAt) : null,
-    progress: job.progress,
+    // A finished run's last phase ("uploading outputs") is stale; its status says how it ended.
+    progress: job.progress && isTerminal(job.status) ? { ...job.progress, phase: job.status } : job.progress,
     instance: instanceView(job, spec),
     error: job.error
       ? { code: job.error.code, message: job.error.message, details: job.error.details ?? null }
