@@ -1,9 +1,11 @@
 import { Type, type TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import type { FastifyInstance, FastifyRequest } from "fastify";
+import type { TProperties } from "typebox";
 import type { AgentHub } from "../../app/agent-hub.ts";
 import type { AppContext } from "../../app/context.ts";
 import type { Instance } from "../../domain/instance.ts";
 import type { JobError } from "../../domain/job.ts";
+import type { FinishOutcome } from "../../store/store.ts";
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -13,6 +15,13 @@ declare module "fastify" {
 
 const JobParams = Type.Object({ id: Type.String({ minLength: 1 }) });
 const Lease = { lease_token: Type.String({ minLength: 1 }) };
+const Progress = Type.Object({ done: Type.Integer(), total: Type.Integer(), phase: Type.String() });
+const LogEntry = Type.Object({
+  seq: Type.Integer(),
+  ts: Type.Number(),
+  stream: Type.String(),
+  text: Type.String(),
+});
 const ErrorShape = Type.Object({
   code: Type.String(),
   message: Type.String(),
@@ -82,118 +91,59 @@ export function agentRoutes(ctx: AppContext, hub: AgentHub) {
       },
     );
 
-    app.post(
-      "/jobs/:id/heartbeat",
-      {
-        onRequest: authenticate,
-        schema: {
-          tags: ["agent"],
-          params: JobParams,
-          body: Type.Object({
-            ...Lease,
-            progress: Type.Optional(
-              Type.Object({ done: Type.Integer(), total: Type.Integer(), phase: Type.String() }),
-            ),
-          }),
-        },
-      },
-      async (request) =>
-        hub.heartbeat(
-          { jobId: request.params.id, leaseToken: request.body.lease_token },
-          request.body.progress,
-        ),
+    /** Options of every call about a claimed job: agent auth, the job id, the lease token and `fields`. */
+    const leased = <T extends TProperties>(fields: T) => ({
+      onRequest: authenticate,
+      schema: { tags: ["agent"], params: JobParams, body: Type.Object({ ...Lease, ...fields }) },
+    });
+    const leaseOf = (request: { params: { id: string }; body: { lease_token: string } }) => ({
+      jobId: request.params.id,
+      leaseToken: request.body.lease_token,
+    });
+
+    app.post("/jobs/:id/heartbeat", leased({ progress: Type.Optional(Progress) }), async (request) =>
+      hub.heartbeat(leaseOf(request), request.body.progress),
     );
 
     app.post(
       "/jobs/:id/logs",
-      {
-        onRequest: authenticate,
-        schema: {
-          tags: ["agent"],
-          params: JobParams,
-          body: Type.Object({
-            ...Lease,
-            attempt: Type.Integer({ minimum: 1 }),
-            entries: Type.Array(
-              Type.Object({
-                seq: Type.Integer(),
-                ts: Type.Number(),
-                stream: Type.String(),
-                text: Type.String(),
-              }),
-              { maxItems: 10_000 },
-            ),
-          }),
-        },
-      },
+      leased({ attempt: Type.Integer({ minimum: 1 }), entries: Type.Array(LogEntry, { maxItems: 10_000 }) }),
       async (request, reply) => {
-        await hub.appendLogs(
-          { jobId: request.params.id, leaseToken: request.body.lease_token },
-          request.body.attempt,
-          request.body.entries,
-        );
+        await hub.appendLogs(leaseOf(request), request.body.attempt, request.body.entries);
         return reply.code(204).send();
       },
     );
 
     app.post(
       "/jobs/:id/uploads",
-      {
-        onRequest: authenticate,
-        schema: {
-          tags: ["agent"],
-          params: JobParams,
-          body: Type.Object({ ...Lease, paths: Type.Array(Type.String(), { maxItems: 10_000 }) }),
-        },
-      },
-      async (request) => ({
-        urls: await hub.uploadUrls(
-          { jobId: request.params.id, leaseToken: request.body.lease_token },
-          request.body.paths,
-        ),
-      }),
+      leased({ paths: Type.Array(Type.String(), { maxItems: 10_000 }) }),
+      async (request) => ({ urls: await hub.uploadUrls(leaseOf(request), request.body.paths) }),
     );
 
-    app.post(
-      "/jobs/:id/release",
-      { onRequest: authenticate, schema: { tags: ["agent"], params: JobParams, body: Type.Object(Lease) } },
-      async (request) => ({
-        released: await hub.release(request.instance!, {
-          jobId: request.params.id,
-          leaseToken: request.body.lease_token,
-        }),
-      }),
-    );
+    app.post("/jobs/:id/release", leased({}), async (request) => ({
+      released: await hub.release(request.instance!, leaseOf(request)),
+    }));
 
     app.post(
       "/jobs/:id/finish",
-      {
-        onRequest: authenticate,
-        schema: {
-          tags: ["agent"],
-          params: JobParams,
-          body: Type.Object({
-            ...Lease,
-            status: Type.Union([
-              Type.Literal("succeeded"),
-              Type.Literal("failed"),
-              Type.Literal("cancelled"),
-            ]),
-            error: Type.Optional(ErrorShape),
-          }),
-        },
-      },
+      leased({
+        status: Type.Union([Type.Literal("succeeded"), Type.Literal("failed"), Type.Literal("cancelled")]),
+        error: Type.Optional(ErrorShape),
+      }),
       async (request) => {
-        const { status } = request.body;
-        const error = request.body.error
-          ? ({ retryable: true, ...request.body.error } as JobError)
-          : { code: "unknown", message: "The agent reported a failure without details", retryable: true };
-        const lease = { jobId: request.params.id, leaseToken: request.body.lease_token };
-        const job = await hub.finish(
-          request.instance!,
-          lease,
-          status === "succeeded" ? { status } : status === "cancelled" ? { status } : { status, error },
-        );
+        const { status, error } = request.body;
+        const outcome: FinishOutcome =
+          status === "failed"
+            ? {
+                status,
+                // A failure the agent could not classify is assumed to be the infrastructure's: retry it.
+                error: {
+                  retryable: true,
+                  ...(error ?? { code: "unknown", message: "The agent gave no details" }),
+                } as JobError,
+              }
+            : { status };
+        const job = await hub.finish(request.instance!, leaseOf(request), outcome);
         return { status: job.status };
       },
     );
