@@ -1,6 +1,6 @@
 import type { Readable } from "node:stream";
 import { assertSafeRelativePath } from "../blob/keys.ts";
-import { badRequest, conflict } from "../domain/errors.ts";
+import { badRequest, conflict, notFound } from "../domain/errors.ts";
 import { newId } from "../domain/ids.ts";
 import type { DatasetFileRecord, DatasetRecord } from "../store/store.ts";
 import type { AppContext } from "./context.ts";
@@ -49,4 +49,10 @@ export async function createDataset(
     await ctx.blobs.delete(prefix);
     throw error;
   }
+}
+
+export async function getDataset(ctx: AppContext, orgId: string, id: string): Promise<DatasetRecord> {
+  const dataset = await ctx.store.getDataset(orgId, id);
+  if (!dataset) throw notFound("dataset_not_found", `Dataset ${id} does not exist`, { dataset_id: id });
+  return dataset;
 }

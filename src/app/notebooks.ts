@@ -1,4 +1,4 @@
-import { badRequest, unprocessable } from "../domain/errors.ts";
+import { badRequest, notFound, unprocessable } from "../domain/errors.ts";
 import { newId } from "../domain/ids.ts";
 import type { NotebookRecord } from "../store/store.ts";
 import type { AppContext } from "./context.ts";
@@ -55,4 +55,10 @@ export async function createNotebook(ctx: AppContext, orgId: string, fileName: s
     throw error;
   }
   return record;
+}
+
+export async function getNotebook(ctx: AppContext, orgId: string, id: string): Promise<NotebookRecord> {
+  const notebook = await ctx.store.getNotebook(orgId, id);
+  if (!notebook) throw notFound("notebook_not_found", `Notebook ${id} does not exist`, { notebook_id: id });
+  return notebook;
 }

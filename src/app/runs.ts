@@ -7,6 +7,8 @@ import type { JsonObject } from "../domain/json.ts";
 import { validateParameters } from "../domain/parameters.ts";
 import type { DatasetRecord } from "../store/store.ts";
 import type { AppContext } from "./context.ts";
+import { getDataset } from "./datasets.ts";
+import { getNotebook } from "./notebooks.ts";
 
 export interface RunRequest {
   datasets?: string[];
@@ -34,8 +36,7 @@ async function resolveDatasets(ctx: AppContext, orgId: string, ids: string[]): P
   const datasets: DatasetRecord[] = [];
   const owners = new Map<string, string>();
   for (const id of ids) {
-    const dataset = await ctx.store.getDataset(orgId, id);
-    if (!dataset) throw notFound("dataset_not_found", `Dataset ${id} does not exist`, { dataset_id: id });
+    const dataset = await getDataset(ctx, orgId, id);
     for (const file of dataset.files) {
       const other = owners.get(file.path);
       if (other && other !== id) {
@@ -73,11 +74,7 @@ export async function submitRun(
   notebookId: string,
   request: RunRequest,
 ): Promise<Job> {
-  const notebook = await ctx.store.getNotebook(orgId, notebookId);
-  if (!notebook)
-    throw notFound("notebook_not_found", `Notebook ${notebookId} does not exist`, {
-      notebook_id: notebookId,
-    });
+  const notebook = await getNotebook(ctx, orgId, notebookId);
   const parameters = validateParameters(request.parameters ?? {});
   const gpu = resolveGpu(request.gpu);
   const datasets = await resolveDatasets(ctx, orgId, [...new Set(request.datasets ?? [])]);

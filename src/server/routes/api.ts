@@ -3,8 +3,8 @@ import { Type, type TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { hashSecret } from "../../app/api-keys.ts";
 import type { AppContext } from "../../app/context.ts";
-import { createDataset, type UploadedFile } from "../../app/datasets.ts";
-import { createNotebook } from "../../app/notebooks.ts";
+import { createDataset, getDataset, type UploadedFile } from "../../app/datasets.ts";
+import { createNotebook, getNotebook } from "../../app/notebooks.ts";
 import {
   cancelRun,
   downloadLinks,
@@ -12,7 +12,7 @@ import {
   type RunRequest as RunRequestBody,
   submitRun,
 } from "../../app/runs.ts";
-import { badRequest, notFound, payloadTooLarge, unauthorized } from "../../domain/errors.ts";
+import { badRequest, payloadTooLarge, unauthorized } from "../../domain/errors.ts";
 import { isTerminal } from "../../domain/job.ts";
 import { datasetView, notebookView, runView } from "../views.ts";
 
@@ -90,9 +90,7 @@ export function apiRoutes(ctx: AppContext) {
     }));
 
     app.get("/notebooks/:id", { schema: { tags: ["notebooks"], params: Id } }, async (request) => {
-      const notebook = await ctx.store.getNotebook(request.orgId, request.params.id);
-      if (!notebook) throw notFound("notebook_not_found", `Notebook ${request.params.id} does not exist`);
-      return notebookView(notebook);
+      return notebookView(await getNotebook(ctx, request.orgId, request.params.id));
     });
 
     app.post(
@@ -133,9 +131,7 @@ export function apiRoutes(ctx: AppContext) {
     }));
 
     app.get("/datasets/:id", { schema: { tags: ["datasets"], params: Id } }, async (request) => {
-      const dataset = await ctx.store.getDataset(request.orgId, request.params.id);
-      if (!dataset) throw notFound("dataset_not_found", `Dataset ${request.params.id} does not exist`);
-      return datasetView(dataset);
+      return datasetView(await getDataset(ctx, request.orgId, request.params.id));
     });
 
     app.post(
@@ -157,8 +153,7 @@ export function apiRoutes(ctx: AppContext) {
       "/notebooks/:id/runs",
       { schema: { tags: ["runs"], params: Id, querystring: ListQuery } },
       async (request) => {
-        const notebook = await ctx.store.getNotebook(request.orgId, request.params.id);
-        if (!notebook) throw notFound("notebook_not_found", `Notebook ${request.params.id} does not exist`);
+        const notebook = await getNotebook(ctx, request.orgId, request.params.id);
         const jobs = await ctx.store.listJobs({
           orgId: request.orgId,
           notebookId: notebook.id,
