@@ -25,8 +25,14 @@ export class ControlPlaneClient {
     this.#reconnectMs = reconnectMs;
   }
 
-  async post<T>(path: string, body: unknown, timeoutMs = 30_000): Promise<T | null> {
+  /**
+   * `stop` ends the retrying (not a request in flight: aborting a claim mid-way could strand a job
+   * until its lease lapses).
+   */
+  async post<T>(path: string, body: unknown, timeoutMs = 30_000, stop?: AbortSignal): Promise<T | null> {
     const deadline = Date.now() + this.#reconnectMs;
+    const giveUp = () => stop?.aborted === true || Date.now() > deadline;
+    const pause = (ms: number) => sleep(ms, undefined, stop ? { signal: stop } : {}).catch(() => undefined);
     for (let delay = 200; ; delay = Math.min(delay * 2, 5_000)) {
       let response: Response;
       try {
@@ -40,13 +46,13 @@ export class ControlPlaneClient {
           signal: AbortSignal.timeout(timeoutMs),
         });
       } catch (error) {
-        if (Date.now() > deadline) throw error;
-        await sleep(delay);
+        if (giveUp()) throw error;
+        await pause(delay);
         continue;
       }
-      if (response.status >= 500 && Date.now() <= deadline) {
+      if (response.status >= 500 && !giveUp()) {
         await response.body?.cancel();
-        await sleep(delay);
+        await pause(delay);
         continue;
       }
       if (response.status === 204) return null;

@@ -73,8 +73,14 @@ class Agent {
     while (!this.#shutdown.signal.aborted) {
       let assignment: Assignment | null;
       try {
-        assignment = await this.#client.post<Assignment>("/agent/v1/claim", { wait_s: 20 }, 60_000);
+        assignment = await this.#client.post<Assignment>(
+          "/agent/v1/claim",
+          { wait_s: 20 },
+          60_000,
+          this.#shutdown.signal,
+        );
       } catch (error) {
+        if (this.#shutdown.signal.aborted) return;
         if (error instanceof ControlPlaneError && error.status === 410) {
           log("instance terminated by the control plane; exiting");
           return;

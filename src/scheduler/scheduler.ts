@@ -27,6 +27,8 @@ export class Scheduler {
     this.#agentUrl = agentUrl;
     this.#startedAt = ctx.now();
     ctx.provider.onExit?.((providerInstanceId, reason) => {
+      // After stop() the store may be closed; drain() already recorded the terminations it caused.
+      if (this.#stopped) return;
       void this.#markGone(providerInstanceId, reason).catch((error: unknown) =>
         ctx.log.error({ err: error }, "recording an instance exit failed"),
       );

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { type Kysely, Migrator, type Selectable, type Transaction } from "kysely";
+import { type Kysely, Migrator, type Selectable, sql, type Transaction } from "kysely";
 import { INSTANCE_STATES, type Instance, type InstanceState } from "../domain/instance.ts";
 import { decideAfterFailure, JOB_STATUSES, type Job, type JobError, type JobStatus } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
@@ -96,13 +96,19 @@ export class KyselyStore implements Store {
 
   async migrate(): Promise<void> {
     // Naming the schema stops the migrator from mistaking another schema's migration tables for ours.
+    const schema = this.#schema ?? (this.capabilities.namedSchemas ? await this.#currentSchema() : undefined);
     const migrator = new Migrator({
       db: this.#db,
       provider: migrationProvider,
-      ...(this.#schema ? { migrationTableSchema: this.#schema } : {}),
+      ...(schema ? { migrationTableSchema: schema } : {}),
     });
     const { error } = await migrator.migrateToLatest();
     if (error) throw error;
+  }
+
+  async #currentSchema(): Promise<string> {
+    const { rows } = await sql<{ schema: string }>`select current_schema() as schema`.execute(this.#db);
+    return rows[0]!.schema;
   }
 
   async close(): Promise<void> {
@@ -285,8 +291,8 @@ export class KyselyStore implements Store {
    */
   async claim(request: ClaimRequest): Promise<Job[]> {
     const leaseToken = randomBytes(12).toString("base64url");
-    const rows = await this.#db.transaction().execute(async (trx) => {
-      let candidates = trx
+    const claimIn = (db: Kysely<Database>) => {
+      let candidates = db
         .selectFrom("jobs")
         .select("id")
         .where("status", "=", "queued")
@@ -295,7 +301,7 @@ export class KyselyStore implements Store {
         .orderBy("id")
         .limit(request.limit);
       if (this.capabilities.skipLocked) candidates = candidates.forUpdate().skipLocked();
-      return trx
+      return db
         .updateTable("jobs")
         .set((eb) => ({
           status: "running",
@@ -310,7 +316,12 @@ export class KyselyStore implements Store {
         .where("id", "in", candidates)
         .returningAll()
         .execute();
-    });
+    };
+    // With row locks the one statement is atomic by itself, and skipping BEGIN/COMMIT saves two round
+    // trips per claim; SQLite claims inside its immediate write transaction.
+    const rows = this.capabilities.skipLocked
+      ? await claimIn(this.#db)
+      : await this.#db.transaction().execute((trx) => claimIn(trx));
     return rows.map(toJob).sort(byPriorityThenAge);
   }
 
@@ -335,6 +346,23 @@ export class KyselyStore implements Store {
   }
 
   async finish(lease: LeaseRef, outcome: FinishOutcome, now: number): Promise<Job | null> {
+    if (outcome.status !== "failed") {
+      // Success and cancellation need no retry decision: one conditional UPDATE ends the attempt.
+      const row = await this.#db
+        .updateTable("jobs")
+        .set({
+          status: outcome.status,
+          finished_at: now,
+          error: outcome.status === "cancelled" && outcome.error ? JSON.stringify(outcome.error) : null,
+          ...LEASE_CLEARED,
+        })
+        .where("id", "=", lease.jobId)
+        .where("lease_token", "=", lease.leaseToken)
+        .where("status", "=", "running")
+        .returningAll()
+        .executeTakeFirst();
+      return row ? toJob(row) : null;
+    }
     return this.#db.transaction().execute(async (trx) => {
       const row = await trx
         .selectFrom("jobs")
@@ -344,8 +372,7 @@ export class KyselyStore implements Store {
         .where("status", "=", "running")
         .executeTakeFirst();
       if (!row) return null;
-      const error = outcome.status === "succeeded" ? null : (outcome.error ?? null);
-      return this.#endAttempt(trx, toJob(row), outcome.status, error, now);
+      return this.#endAttempt(trx, toJob(row), outcome.status, outcome.error, now);
     });
   }
 

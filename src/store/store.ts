@@ -7,6 +7,8 @@ export interface StoreCapabilities {
   readonly skipLocked: boolean;
   /** Several server processes may share this store (PostgreSQL); SQLite is one host only. */
   readonly multiHost: boolean;
+  /** Tables live in a named schema (PostgreSQL); migrations must look for their bookkeeping there. */
+  readonly namedSchemas: boolean;
 }
 
 export interface ApiKeyRecord {

@@ -6,5 +6,10 @@ import { createPostgresDialect, type PostgresOptions } from "./postgres-dialect.
 
 export function createPostgresStore(options: PostgresOptions): Store {
   const db = new Kysely<Database>({ dialect: createPostgresDialect(options) });
-  return new KyselyStore("postgres", db, { skipLocked: true, multiHost: true }, options.schema);
+  return new KyselyStore(
+    "postgres",
+    db,
+    { skipLocked: true, multiHost: true, namedSchemas: true },
+    options.schema,
+  );
 }

@@ -9,5 +9,5 @@ import { createNodeSqliteDialect } from "./sqlite-dialect.ts";
 export function createSqliteStore(filename: string): Store {
   if (filename !== ":memory:") mkdirSync(dirname(filename), { recursive: true });
   const db = new Kysely<Database>({ dialect: createNodeSqliteDialect(filename) });
-  return new KyselyStore("sqlite", db, { skipLocked: false, multiHost: false });
+  return new KyselyStore("sqlite", db, { skipLocked: false, multiHost: false, namedSchemas: false });
 }

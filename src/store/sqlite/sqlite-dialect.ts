@@ -25,8 +25,11 @@ const LOCK_WAIT_MS = 30_000;
 const toSqlite = (value: unknown): SQLInputValue =>
   typeof value === "boolean" ? Number(value) : (value as SQLInputValue);
 
+/** Extended codes (e.g. 517, SQLITE_BUSY_SNAPSHOT) carry the primary code in their low byte. */
 const isBusy = (error: unknown): boolean =>
-  typeof error === "object" && error !== null && (error as { errcode?: number }).errcode === SQLITE_BUSY;
+  typeof error === "object" &&
+  error !== null &&
+  ((error as { errcode?: number }).errcode ?? 0) % 256 === SQLITE_BUSY;
 
 class NodeSqliteConnection implements DatabaseConnection {
   readonly #db: DatabaseSync;

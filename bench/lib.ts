@@ -1,0 +1,55 @@
+import { cpus, loadavg, totalmem } from "node:os";
+
+/** Progress goes to stderr; stdout carries only the final JSON object. */
+export function progress(message: string): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+}
+
+export const round = (value: number, digits = 1): number => {
+  const factor = 10 ** digits;
+  return Math.round(value * factor) / factor;
+};
+
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
+  runs: number[];
+}
+
+/** Median with the spread of the repetitions (the machine is noisy, so one number is not enough). */
+export function spread(values: number[], digits = 1): Spread {
+  if (values.length === 0) throw new Error("spread() of no values");
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  const median = sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  return {
+    median: round(median, digits),
+    min: round(sorted[0]!, digits),
+    max: round(sorted[sorted.length - 1]!, digits),
+    runs: values.map((v) => round(v, digits)),
+  };
+}
+
+/** Nearest-rank percentile of an ascending array. */
+export function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[rank]!;
+}
+
+export function machine() {
+  const cpu = cpus();
+  return {
+    cores: cpu.length,
+    cpu_model: cpu[0]?.model ?? "unknown",
+    memory_gb: round(totalmem() / 1024 ** 3, 1),
+    node: process.version,
+    platform: `${process.platform}-${process.arch}`,
+    /** 1/5/15-minute load: anything else running on the machine skews the figures. */
+    load_average: loadavg().map((l) => round(l, 2)),
+  };
+}
+
+/** Seconds since `start` (a performance.now() reading), for the duration reported in the JSON. */
+export const secondsSince = (start: number): number => round((performance.now() - start) / 1000, 1);
