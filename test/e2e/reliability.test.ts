@@ -1,19 +1,25 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { promisify } from "node:util";
+import { hashSecret } from "../../src/app/api-keys.ts";
 import type { RunView } from "../../src/cli/client.ts";
 import { waitForRun } from "../../src/cli/commands.ts";
 import { newId } from "../../src/domain/ids.ts";
-import { REPO_ROOT } from "../../src/server/server.ts";
 import { writeNotebook } from "../helpers/notebooks.ts";
-import { type ServerProcess, spawnServer, stopServer, waitFor } from "../helpers/server.ts";
+import { killAgentsOf, type ServerProcess, spawnServer, stopServer, waitFor } from "../helpers/server.ts";
 import { DIALECTS, type StoreFixture } from "../helpers/stores.ts";
 
-const exec = promisify(execFile);
+async function post(url: string, path: string, body: unknown, token?: string) {
+  const response = await fetch(`${url}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify(body),
+  });
+  const text = await response.text();
+  return { status: response.status, body: text ? (JSON.parse(text) as unknown) : null };
+}
 
 /** The pid of the agent process serving an instance. */
 async function agentPid(instanceId: string): Promise<number> {
@@ -93,52 +99,96 @@ for (const dialect of DIALECTS) {
     });
   });
 
-  describe(`two processes on one ${dialect.name} database`, () => {
+  describe(`two server processes on one ${dialect.name} database`, () => {
+    const total = dialect.name === "postgres" ? 2000 : 500;
     let fixture: StoreFixture;
+    let servers: ServerProcess[];
+    let dir: string;
+
     before(async () => {
       fixture = await dialect.fixture();
+      dir = await mkdtemp(join(tmpdir(), "hangar-pair-"));
+      // Replicas share the database, the blob store (here: one data dir) and the signing secret.
+      const env = { ...fixture.env, HANGAR_SIGNING_SECRET: "s".repeat(40), HANGAR_LOCAL_MAX_INSTANCES: "1" };
+      const first = await spawnServer(env, { dataDir: dir });
+      servers = [first, await spawnServer(env, { dataDir: dir })];
     });
-    after(() => fixture.cleanup());
+    after(async () => {
+      for (const server of servers) await server.kill("SIGTERM");
+      await killAgentsOf(dir);
+      await fixture.cleanup();
+      await rm(dir, { recursive: true, force: true });
+    });
 
-    it("execute each of 2,000 jobs exactly once", async () => {
+    it(`dispatch each of ${total} runs exactly once`, async () => {
+      const path = await writeNotebook(dir, "trivial.ipynb", [{ source: "x = 1" }]);
+      const notebookId = (await servers[0]!.client.uploadNotebook(path, "trivial.ipynb")).id;
+      const submitted: string[] = [];
+      await Promise.all(
+        [0, 1, 2, 3].map(async (lane) => {
+          const client = servers[lane % 2]!.client;
+          for (let i = lane; i < total; i += 4) submitted.push((await client.submitRun(notebookId, {})).id);
+        }),
+      );
+      // Agents speaking the real protocol to both servers; they finish jobs without running them, so
+      // the test measures dispatch. The local provider's real agent takes its share too.
       const store = fixture.open();
-      await store.migrate();
-      await store.ensureOrg("org_test", "test", 0);
-      const ids = new Set<string>();
-      for (let i = 0; i < 2000; i++) {
-        const id = newId("run");
-        ids.add(id);
-        await store.enqueue({
-          id,
-          orgId: "org_test",
-          kind: "notebook",
-          notebookId: null,
-          spec: {},
-          priority: 0,
-          maxAttempts: 3,
-          backoffMinMs: 10_000,
-          backoffMaxMs: 300_000,
-          timeoutMs: 60_000,
-          runAt: 0,
-          createdAt: 0,
-        });
-      }
-      const worker = () =>
-        exec(process.execPath, [join(REPO_ROOT, "test/fixtures/claim-worker.ts")], {
-          env: { ...process.env, ...fixture.env },
-        });
-      const results = await Promise.all([worker(), worker()]);
-      const perWorker = results.map((r) => JSON.parse(r.stdout) as string[]);
-      const all = perWorker.flat();
-      assert.equal(all.length, 2000, "every job completed once");
-      assert.equal(new Set(all).size, 2000, "no job completed twice");
-      assert.deepEqual(new Set(all), ids);
+      const agents = await Promise.all(
+        [0, 1, 2, 3, 4, 5].map(async (n) => {
+          const bootstrap = `boot-${n}-${Date.now()}`;
+          const id = newId("inst");
+          await store.insertInstance({
+            id,
+            orgId: "org_default",
+            provider: "protocol-test",
+            gpus: [],
+            bootstrapTokenHash: hashSecret(bootstrap),
+            createdAt: Date.now(),
+          });
+          const url = servers[n % 2]!.url;
+          const register = await post(url, "/agent/v1/register", {
+            instance_id: id,
+            bootstrap_token: bootstrap,
+          });
+          return {
+            url,
+            token: (register.body as { agent_token: string }).agent_token,
+            claimed: [] as string[],
+          };
+        }),
+      );
+      const finished = async () => (await store.countJobsByStatus()).succeeded >= total;
+      await Promise.all(
+        agents.map(async (agent) => {
+          for (;;) {
+            const claim = await post(agent.url, "/agent/v1/claim", { wait_s: 1 }, agent.token);
+            if (claim.status === 204) {
+              if (await finished()) return;
+              continue;
+            }
+            const job = claim.body as { job_id: string; lease_token: string };
+            agent.claimed.push(job.job_id);
+            const done = await post(
+              agent.url,
+              `/agent/v1/jobs/${job.job_id}/finish`,
+              { lease_token: job.lease_token, status: "succeeded" },
+              agent.token,
+            );
+            assert.equal(done.status, 200, JSON.stringify(done.body));
+          }
+        }),
+      );
+      const claimed = agents.flatMap((a) => a.claimed);
+      assert.equal(new Set(claimed).size, claimed.length, "no run was dispatched twice");
       assert.ok(
-        perWorker.every((done) => done.length > 0),
-        `both processes took work: ${perWorker.map((d) => d.length)}`,
+        agents.every((a) => a.claimed.length > 0),
+        `every agent, on both servers, got work: ${agents.map((a) => a.claimed.length)}`,
       );
       const counts = await store.countJobsByStatus();
-      assert.equal(counts.succeeded, 2000);
+      assert.equal(counts.succeeded, total);
+      assert.equal(counts.queued + counts.running + counts.failed, 0);
+      const runs = await Promise.all(submitted.slice(0, 50).map((id) => servers[1]!.client.getRun(id)));
+      assert.ok(runs.every((r) => r.status === "succeeded" && r.attempts === 1));
     });
   });
 }
