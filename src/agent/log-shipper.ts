@@ -25,8 +25,10 @@ export class LogShipper {
     jobId: string,
     leaseToken: string,
     attempt: number,
+    seqAfter: number,
     intervalMs = 500,
   ) {
+    this.#seq = seqAfter;
     this.#client = client;
     this.#path = `/agent/v1/jobs/${jobId}/logs`;
     this.#lease = { lease_token: leaseToken, attempt };
@@ -42,14 +44,17 @@ export class LogShipper {
     this.write("hangar", `[hangar] ${text}\n`);
   }
 
+  /** A failed flush keeps its entries for the next one; it never blocks later flushes. */
   flush(): Promise<void> {
-    this.#flushing = this.#flushing.then(async () => {
-      while (this.#pending.length > 0) {
-        const batch = this.#pending.slice(0, 1000);
-        await this.#client.post(this.#path, { ...this.#lease, entries: batch });
-        this.#pending.splice(0, batch.length);
-      }
-    });
+    this.#flushing = this.#flushing
+      .catch(() => undefined)
+      .then(async () => {
+        while (this.#pending.length > 0) {
+          const batch = this.#pending.slice(0, 1000);
+          await this.#client.post(this.#path, { ...this.#lease, entries: batch });
+          this.#pending.splice(0, batch.length);
+        }
+      });
     return this.#flushing;
   }
 

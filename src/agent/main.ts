@@ -1,12 +1,12 @@
 import { mkdir, rm, stat } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import type { Assignment } from "../app/agent-hub.ts";
 import type { JobError, JobProgress } from "../domain/job.ts";
 import { ControlPlaneClient, ControlPlaneError } from "./control-plane-client.ts";
 import { LogShipper } from "./log-shipper.ts";
 import { executeNotebook, type NotebookOutcome } from "./notebook/executor.ts";
-import { downloadTo, listFiles, uploadFrom } from "./transfer.ts";
+import { downloadTo, listFiles, TransferError, uploadFrom } from "./transfer.ts";
 
 /** Failures that another attempt cannot fix: the notebook itself is at fault. */
 const PERMANENT = new Set(["cell_error", "invalid_notebook", "invalid_parameters", "timeout"]);
@@ -97,9 +97,10 @@ class Agent {
     const dir = join(this.#settings.workDir, `${job.job_id}-${job.attempt}`);
     const inputDir = join(dir, "input");
     const outputDir = join(dir, "output");
-    const notebookPath = join(dir, job.notebook.name);
+    // A folder of its own: a notebook called executed.ipynb must not be overwritten by its result.
+    const notebookPath = join(dir, "source", basename(job.notebook.name));
     const executedPath = join(dir, "executed.ipynb");
-    const logs = new LogShipper(this.#client, job.job_id, job.lease_token, job.attempt);
+    const logs = new LogShipper(this.#client, job.job_id, job.lease_token, job.attempt, job.log_seq_after);
     const stop = new AbortController();
     let stopReason: StopReason | null = null;
     const stopWith = (reason: StopReason) => {
@@ -130,8 +131,10 @@ class Agent {
       await mkdir(inputDir, { recursive: true });
       await mkdir(outputDir, { recursive: true });
       logs.line(`attempt ${job.attempt} on instance ${this.#settings.instanceId} (${hostname()})`);
-      await downloadTo(job.notebook.url, notebookPath);
-      for (const input of job.inputs) await downloadTo(input.url, join(inputDir, ...input.path.split("/")));
+      await downloadTo(job.notebook.url, notebookPath, stop.signal);
+      for (const input of job.inputs) {
+        await downloadTo(input.url, join(inputDir, ...input.path.split("/")), stop.signal);
+      }
       logs.line(`downloaded the notebook and ${job.inputs.length} input file(s)`);
       progress = { done: 0, total: 0, phase: "starting kernel" };
       void beat();
@@ -187,16 +190,18 @@ class Agent {
         },
       });
     } catch (error) {
-      outcome = {
-        status: "failed",
-        error: { code: "agent_error", message: (error as Error).message, retryable: true },
-      };
+      outcome = stop.signal.aborted
+        ? { status: "cancelled" }
+        : {
+            status: "failed",
+            error: { code: "agent_error", message: (error as Error).message, retryable: true },
+          };
     } finally {
       clearTimeout(timeout);
-      clearInterval(heartbeat);
       this.#shutdown.signal.removeEventListener("abort", onShutdown);
     }
 
+    // The heartbeat keeps running through upload and finish: a large upload must not lose the lease.
     try {
       if (stopReason === "lease_lost") {
         logs.line("lease lost: this attempt was ended by the control plane");
@@ -208,19 +213,29 @@ class Agent {
         return;
       }
       progress = { ...progress, phase: "uploading outputs" };
-      await beat();
-      const uploaded = await this.#uploadResults(base, lease, executedPath, outputDir);
-      logs.line(`uploaded ${uploaded} file(s)`);
-      const finish = this.#finishBody(outcome, stopReason, job.timeout_s);
+      void beat();
+      let finish = this.#finishBody(outcome, stopReason, job.timeout_s);
+      try {
+        const uploaded = await this.#uploadResults(base, lease, executedPath, outputDir);
+        logs.line(`uploaded ${uploaded} file(s)`);
+      } catch (error) {
+        logs.line(`upload failed: ${(error as Error).message}`);
+        // A notebook that failed or was cancelled keeps that outcome; only a success becomes a failure.
+        if (finish.status === "succeeded") finish = { status: "failed", error: uploadError(error) };
+      }
+      if (stopReason === "lease_lost") return;
       logs.line(
         `finished: ${finish.status}${finish.error ? ` (${finish.error.code}: ${finish.error.message})` : ""}`,
       );
-      await logs.close();
+      await logs.close().catch((error: unknown) => {
+        log("shipping the last log lines failed", { job_id: job.job_id, error: (error as Error).message });
+      });
       await this.#client.post(`${base}/finish`, { ...lease, ...finish });
       log("job finished", { job_id: job.job_id, status: finish.status });
     } catch (error) {
       log("ending the job failed", { job_id: job.job_id, error: (error as Error).message });
     } finally {
+      clearInterval(heartbeat);
       await logs.close().catch(() => undefined);
       await rm(dir, { recursive: true, force: true });
     }
@@ -273,6 +288,11 @@ class Agent {
     const { code, message, ...details } = outcome.error;
     return { status: "failed", error: { code, message, retryable: !PERMANENT.has(code), details } };
   }
+}
+
+function uploadError(error: unknown): JobError {
+  const tooLarge = error instanceof TransferError && error.status === 413;
+  return { code: "upload_failed", message: (error as Error).message, retryable: !tooLarge };
 }
 
 let settings: AgentSettings;

@@ -1,17 +1,30 @@
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, readdir, stat } from "node:fs/promises";
-import { dirname, join, relative, sep } from "node:path";
+import { basename, dirname, join, relative, sep } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 
-/** Streams a signed GET URL into a file. */
-export async function downloadTo(url: string, path: string): Promise<void> {
-  const response = await fetch(url);
+/** A signed-URL transfer that the blob endpoint answered with an error status. */
+export class TransferError extends Error {
+  readonly status: number;
+
+  constructor(status: number, message: string) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/** Streams a signed GET URL into a file; `signal` abandons it (cancel, timeout, shutdown). */
+export async function downloadTo(url: string, path: string, signal?: AbortSignal): Promise<void> {
+  const response = await fetch(url, signal ? { signal } : {});
   if (!response.ok || !response.body) {
-    throw new Error(`Download failed with HTTP ${response.status}: ${await response.text()}`);
+    throw new TransferError(
+      response.status,
+      `Download failed with HTTP ${response.status}: ${await response.text()}`,
+    );
   }
   await mkdir(dirname(path), { recursive: true });
-  await pipeline(Readable.fromWeb(response.body), createWriteStream(path));
+  await pipeline(Readable.fromWeb(response.body), createWriteStream(path), signal ? { signal } : {});
 }
 
 /** Streams a file to a signed PUT URL. */
@@ -23,8 +36,12 @@ export async function uploadFrom(path: string, url: string): Promise<void> {
     body: Readable.toWeb(createReadStream(path)) as ReadableStream,
     duplex: "half",
   } as RequestInit);
-  if (!response.ok)
-    throw new Error(`Upload of ${path} failed with HTTP ${response.status}: ${await response.text()}`);
+  if (!response.ok) {
+    throw new TransferError(
+      response.status,
+      `Upload of ${basename(path)} failed with HTTP ${response.status}: ${await response.text()}`,
+    );
+  }
 }
 
 /** Every regular file under `root`, as `/`-separated paths relative to it. */

@@ -15,6 +15,8 @@ export interface Assignment {
   job_id: string;
   lease_token: string;
   attempt: number;
+  /** Number this attempt's log lines after this one (lines from before a release are kept). */
+  log_seq_after: number;
   timeout_s: number;
   parameters: JsonObject;
   notebook: { name: string; url: string };
@@ -26,6 +28,8 @@ const leaseLost = (jobId: string) =>
     "lease_lost",
     `This instance no longer holds job ${jobId} (it was cancelled, timed out or reassigned)`,
   );
+
+const withoutNul = (text: string) => text.replaceAll("\0", "\uFFFD");
 
 /** The control plane's side of the agent protocol. Agents always call in; nothing calls out to them. */
 export class AgentHub {
@@ -61,6 +65,10 @@ export class AgentHub {
   async claim(instance: Instance, waitMs: number, signal: AbortSignal): Promise<Assignment | null> {
     const { store, config } = this.#ctx;
     const deadline = this.#ctx.now() + waitMs;
+    // An agent runs one job at a time, so one asking for work holds none: an instance left busy by a
+    // job that ended without it (reaped, cancelled, lease lost) becomes idle again here.
+    if (instance.state === "busy")
+      await store.transitionInstance(instance.id, ["busy"], "idle", this.#ctx.now());
     if (this.#ctx.draining) {
       // No new work while draining; holding the poll keeps idle agents from spinning on 204s.
       await sleep(Math.min(waitMs, 5_000), undefined, { signal }).catch(() => undefined);
@@ -80,7 +88,12 @@ export class AgentHub {
         },
       });
       if (job) {
-        await store.transitionInstance(instance.id, ["ready", "idle", "busy"], "busy", now);
+        if (!(await store.transitionInstance(instance.id, ["ready", "idle"], "busy", now))) {
+          // The instance was terminated meanwhile: the job goes back untouched, the agent learns on its next call.
+          const released = await store.release({ jobId: job.id, leaseToken: job.leaseToken! }, now);
+          if (released) await this.announceJobChange(released);
+          return null;
+        }
         this.#ctx.metrics.queueWait.observe(Math.max(0, now - job.runAt) / 1000);
         this.#ctx.events.emit(`job:${job.id}`);
         return this.#assignment(job);
@@ -114,6 +127,7 @@ export class AgentHub {
       job_id: job.id,
       lease_token: job.leaseToken!,
       attempt: job.attempts,
+      log_seq_after: await store.lastLogSeq(job.id, job.attempts),
       timeout_s: Math.ceil(job.timeoutMs / 1000),
       parameters: spec.parameters,
       notebook: {
@@ -138,7 +152,8 @@ export class AgentHub {
     await this.#ctx.store.appendLogs(
       job.id,
       job.orgId,
-      entries.map((e) => ({ ...e, attempt })),
+      // PostgreSQL text cannot hold NUL, and a notebook may well print one.
+      entries.map((e) => ({ ...e, attempt, stream: withoutNul(e.stream), text: withoutNul(e.text) })),
     );
     this.#ctx.events.emit(`log:${job.id}`);
   }
@@ -168,10 +183,17 @@ export class AgentHub {
   /** Hands a job back to the queue without spending an attempt, and frees the instance. */
   async release(instance: Instance, lease: LeaseRef): Promise<boolean> {
     const now = this.#ctx.now();
-    const released = await this.#ctx.store.release(lease, now);
+    const job = await this.#ctx.store.release(lease, now);
     await this.#ctx.store.transitionInstance(instance.id, ["busy"], "idle", now);
-    if (released) this.#ctx.events.emit("work");
-    return released;
+    if (job) await this.announceJobChange(job);
+    return job !== null;
+  }
+
+  /** Wake-ups for a job that changed hands: back in the queue, or ended (then its run log is written). */
+  async announceJobChange(job: Job): Promise<void> {
+    if (isTerminal(job.status)) await writeRunLog(this.#ctx, job);
+    else this.#ctx.events.emit("work");
+    this.#ctx.events.emit(`job:${job.id}`);
   }
 
   async finish(instance: Instance, lease: LeaseRef, outcome: FinishOutcome): Promise<Job> {
@@ -192,8 +214,6 @@ export class AgentHub {
       metrics.runDuration.observe({ status }, (now - job.startedAt) / 1000);
     }
     if (error) metrics.failures.inc({ code: error.code });
-    if (isTerminal(job.status)) await writeRunLog(this.#ctx, job);
-    else this.#ctx.events.emit("work");
-    this.#ctx.events.emit(`job:${job.id}`);
+    await this.announceJobChange(job);
   }
 }

@@ -38,7 +38,7 @@ export async function createDataset(
     const record: DatasetRecord = {
       id,
       orgId,
-      name: name() ?? stored[0]!.path.split("/")[0]!,
+      name: datasetName(name()) ?? stored[0]!.path.split("/")[0]!,
       totalSize: stored.reduce((sum, f) => sum + f.size, 0),
       files: stored,
       createdAt: ctx.now(),
@@ -49,6 +49,21 @@ export async function createDataset(
     await ctx.blobs.delete(prefix);
     throw error;
   }
+}
+
+const MAX_NAME_LENGTH = 200;
+
+/** A dataset's display name: free text, but one line of printable characters. */
+function datasetName(name: string | undefined): string | undefined {
+  if (name === undefined) return undefined;
+  if (/\p{Cc}/u.test(name) || name.trim() === "" || name.length > MAX_NAME_LENGTH) {
+    throw badRequest(
+      "invalid_dataset_name",
+      `Dataset name ${JSON.stringify(name)} is not allowed: use 1 to ${MAX_NAME_LENGTH} characters and no control characters`,
+      { name },
+    );
+  }
+  return name;
 }
 
 export async function getDataset(ctx: AppContext, orgId: string, id: string): Promise<DatasetRecord> {

@@ -1,3 +1,4 @@
+import { assertSafeRelativePath } from "../blob/keys.ts";
 import { badRequest, notFound, unprocessable } from "../domain/errors.ts";
 import { newId } from "../domain/ids.ts";
 import type { NotebookRecord } from "../store/store.ts";
@@ -32,7 +33,9 @@ export function parseNotebook(bytes: Buffer, fileName: string): { cellCount: num
 }
 
 export async function createNotebook(ctx: AppContext, orgId: string, fileName: string, bytes: Buffer) {
-  if (!fileName.toLowerCase().endsWith(".ipynb")) {
+  // Only the last segment is kept as the notebook's name, but the whole name must be safe to store.
+  const name = assertSafeRelativePath(fileName).split("/").pop()!;
+  if (!name.toLowerCase().endsWith(".ipynb")) {
     throw badRequest("invalid_notebook", `${fileName} is not an .ipynb file`);
   }
   const { cellCount } = parseNotebook(bytes, fileName);
@@ -42,7 +45,7 @@ export async function createNotebook(ctx: AppContext, orgId: string, fileName: s
   const record: NotebookRecord = {
     id,
     orgId,
-    name: fileName.split("/").pop() ?? fileName,
+    name,
     size: bytes.length,
     cellCount,
     blobKey,

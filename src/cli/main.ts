@@ -39,7 +39,13 @@ program
     }
     const shutdown = () => {
       process.stderr.write("shutting down: no new work; waiting for running jobs…\n");
-      void server.close().then(() => process.exit(0));
+      server.close().then(
+        () => process.exit(0),
+        (error: unknown) => {
+          process.stderr.write(`shutdown failed: ${(error as Error).message}\n`);
+          process.exit(1);
+        },
+      );
     };
     process.once("SIGTERM", shutdown);
     process.once("SIGINT", shutdown);

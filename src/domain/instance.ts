@@ -4,13 +4,18 @@ export type InstanceState = (typeof INSTANCE_STATES)[number];
 const ALLOWED: Record<InstanceState, readonly InstanceState[]> = {
   provisioning: ["ready", "terminated"],
   ready: ["busy", "idle", "terminated"],
-  busy: ["idle", "busy", "terminated"],
+  busy: ["idle", "terminated"],
   idle: ["busy", "terminated"],
   terminated: [],
 };
 
 export function canTransition(from: InstanceState, to: InstanceState): boolean {
   return ALLOWED[from].includes(to);
+}
+
+/** Of the states a caller expects an instance in, those from which the lifecycle allows `to`. */
+export function sourcesFor(to: InstanceState, expected: readonly InstanceState[]): InstanceState[] {
+  return expected.filter((from) => canTransition(from, to));
 }
 
 /** States in which an instance counts against the provider's capacity. */

@@ -1,11 +1,7 @@
 import type { GpuAssignment } from "../domain/instance.ts";
 
 export interface ProviderCapabilities {
-  /** Runs on the control plane's own host, so it can see local GPUs and processes. */
-  readonly sameHost: boolean;
-  /** Instances can be stopped and resumed (not only terminated). */
-  readonly stopResume: boolean;
-  /** Offers GPUs (false: CPU only). */
+  /** Offers GPUs (false: CPU only, and instances launch without any). */
   readonly gpus: boolean;
 }
 

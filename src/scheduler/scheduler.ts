@@ -3,11 +3,14 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { AgentHub } from "../app/agent-hub.ts";
 import { hashSecret } from "../app/api-keys.ts";
 import type { AppContext } from "../app/context.ts";
+import { LaunchBackoff } from "../domain/backoff.ts";
 import { newId } from "../domain/ids.ts";
-import { type Instance, LIVE_STATES } from "../domain/instance.ts";
+import { type Instance, type InstanceState, LIVE_STATES } from "../domain/instance.ts";
 
 /** How long an instance may take from launch to its agent registering. */
 const BOOT_TIMEOUT_MS = 120_000;
+/** How long a stopped agent gets to release its job and exit before the drain moves on. */
+const AGENT_EXIT_GRACE_MS = 15_000;
 
 /**
  * The periodic loops. Each tick of each loop runs on exactly one server process in the cluster,
@@ -18,6 +21,7 @@ export class Scheduler {
   readonly #hub: AgentHub;
   readonly #agentUrl: () => string;
   readonly #startedAt: number;
+  readonly #launchBackoff = new LaunchBackoff();
   #stopped = false;
   #loop: Promise<void> | undefined;
 
@@ -87,11 +91,15 @@ export class Scheduler {
     const ready = await store.countReadyJobs(now);
     if (ready === 0) return;
     const live = await store.listInstances({ provider: provider.name, states: LIVE_STATES });
+    for (const instance of live) {
+      if (instance.readyAt !== null) this.#launchBackoff.agentRegistered(instance.readyAt);
+    }
+    if (!this.#launchBackoff.mayLaunch(now)) return;
     const free = live.filter((i) => i.state !== "busy").length;
     const toLaunch = Math.min(ready - free, provider.maxInstances - live.length);
     const gpusInUse = new Set(live.flatMap((i) => i.gpus.map((g) => g.index)));
     for (let i = 0; i < toLaunch; i++) {
-      const gpus = provider.allocateGpus(1, gpusInUse);
+      const gpus = provider.capabilities.gpus ? provider.allocateGpus(1, gpusInUse) : [];
       for (const gpu of gpus) gpusInUse.add(gpu.index);
       await this.launch(gpus);
     }
@@ -141,7 +149,8 @@ export class Scheduler {
     const { store, provider, config } = this.#ctx;
     const live = await store.listInstances({ provider: provider.name, states: LIVE_STATES });
     for (const instance of live) {
-      const silentFor = now - (instance.lastSeenAt ?? instance.createdAt);
+      // After a restart of this scheduler, agents get the same grace as their leases to check in again.
+      const silentFor = now - Math.max(instance.lastSeenAt ?? instance.createdAt, this.#startedAt);
       let reason: string | null = null;
       if (instance.state === "provisioning" && now - instance.createdAt > BOOT_TIMEOUT_MS) {
         reason = "agent did not register in time";
@@ -158,44 +167,88 @@ export class Scheduler {
       ) {
         reason = "instance is gone at the provider";
       }
-      if (reason) await this.terminate(instance, reason);
-    }
-  }
-
-  async terminate(instance: Instance, reason: string): Promise<void> {
-    const { store, provider, log } = this.#ctx;
-    if (await store.transitionInstance(instance.id, LIVE_STATES, "terminated", this.#ctx.now(), reason)) {
-      log.info({ instance_id: instance.id, reason }, "instance terminated");
-    }
-    if (instance.providerInstanceId) await provider.terminate(instance.providerInstanceId);
-  }
-
-  /** Graceful shutdown: wait for running work on this host's instances, then end them. */
-  async drain(graceMs: number): Promise<void> {
-    const { store, provider } = this.#ctx;
-    const deadline = this.#ctx.now() + graceMs;
-    const live = () => store.listInstances({ provider: provider.name, states: LIVE_STATES });
-    while ((await live()).some((i) => i.state === "busy") && this.#ctx.now() < deadline) await sleep(200);
-    for (const instance of await live()) {
-      // Only this host's instances: other replicas' agents keep working for them.
-      if (
-        instance.providerInstanceId &&
-        (await provider.describe(instance.providerInstanceId)) === "running"
-      ) {
-        await this.terminate(instance, "server shut down");
+      // Only from the state observed: an idle instance that just took a job is no longer idle.
+      if (reason && (await this.terminate(instance, reason, [instance.state]))) {
+        if (instance.state === "provisioning") this.#bootFailed(instance, reason, now);
       }
     }
+  }
+
+  /** Ends an instance if it is still in one of `from`; returns whether this call ended it. */
+  async terminate(
+    instance: Instance,
+    reason: string,
+    from: readonly InstanceState[] = LIVE_STATES,
+  ): Promise<boolean> {
+    const { store, provider, log } = this.#ctx;
+    if (!(await store.transitionInstance(instance.id, from, "terminated", this.#ctx.now(), reason)))
+      return false;
+    log.info({ instance_id: instance.id, reason }, "instance terminated");
+    if (instance.providerInstanceId) await provider.terminate(instance.providerInstanceId);
+    return true;
+  }
+
+  /**
+   * Graceful shutdown: let running work on this host's instances finish for up to `graceMs`, then stop
+   * their agents, which release their jobs (no attempt spent) before exiting. Jobs an agent could not
+   * release are released here, so the next server hands them out at once instead of after a lease.
+   */
+  async drain(graceMs: number): Promise<void> {
+    const { store, provider, log } = this.#ctx;
+    const deadline = this.#ctx.now() + graceMs;
+    const live = () => store.listInstances({ provider: provider.name, states: LIVE_STATES });
+    const isRunningHere = async (instance: Instance) =>
+      instance.providerInstanceId !== null &&
+      (await provider.describe(instance.providerInstanceId)) === "running";
+    while ((await live()).some((i) => i.state === "busy") && this.#ctx.now() < deadline) await sleep(200);
+    // Only this host's instances: other replicas' agents keep working for them.
+    const own: Instance[] = [];
+    for (const instance of await live()) if (await isRunningHere(instance)) own.push(instance);
+    for (const instance of own) await provider.terminate(instance.providerInstanceId!);
+    const exitDeadline = this.#ctx.now() + AGENT_EXIT_GRACE_MS;
+    while (this.#ctx.now() < exitDeadline) {
+      const stillRunning = await Promise.all(own.map(isRunningHere));
+      if (!stillRunning.includes(true)) break;
+      await sleep(100);
+    }
+    for (const instance of own) {
+      await store.transitionInstance(
+        instance.id,
+        LIVE_STATES,
+        "terminated",
+        this.#ctx.now(),
+        "server shut down",
+      );
+      for (const job of await store.releaseHeldBy(instance.id, this.#ctx.now())) {
+        log.warn({ instance_id: instance.id, job_id: job.id }, "released a job its agent left behind");
+        await this.#hub.announceJobChange(job);
+      }
+    }
+  }
+
+  #bootFailed(instance: Instance, reason: string, now: number): void {
+    const resumeAt = this.#launchBackoff.bootFailed(now);
+    this.#ctx.log.error(
+      {
+        instance_id: instance.id,
+        reason,
+        failures_in_a_row: this.#launchBackoff.failuresInARow,
+        launches_resume_at: new Date(resumeAt).toISOString(),
+      },
+      "instance ended before its agent registered; pausing launches (see the instance's agent.log)",
+    );
   }
 
   async #markGone(providerInstanceId: string, reason: string): Promise<void> {
     const { store, provider } = this.#ctx;
     const live = await store.listInstances({ provider: provider.name, states: LIVE_STATES });
     const instance = live.find((i) => i.providerInstanceId === providerInstanceId);
-    if (
-      instance &&
-      (await store.transitionInstance(instance.id, LIVE_STATES, "terminated", this.#ctx.now(), reason))
-    ) {
+    const now = this.#ctx.now();
+    if (instance && (await store.transitionInstance(instance.id, LIVE_STATES, "terminated", now, reason))) {
       this.#ctx.log.warn({ instance_id: instance.id, reason }, "instance ended");
+      if (instance.state === "provisioning") this.#bootFailed(instance, reason, now);
     }
+    // What the agent started (notebook runner, kernel) may outlive it; the provider ends those too.
+    await provider.terminate(providerInstanceId);
   }
 }

@@ -1,6 +1,5 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import pino from "pino";
 import { AgentHub } from "../app/agent-hub.ts";
 import { ensureBootstrapKey } from "../app/api-keys.ts";
 import { type AppContext, createEvents } from "../app/context.ts";
@@ -12,6 +11,7 @@ import { detectLocalGpus, LocalProvider } from "../providers/local/index.ts";
 import { Scheduler } from "../scheduler/scheduler.ts";
 import { openStore } from "../store/index.ts";
 import { buildHttpApp } from "./app.ts";
+import { createLogger } from "./logging.ts";
 
 export const REPO_ROOT = join(import.meta.dirname, "..", "..");
 export const AGENT_BUNDLE = join(REPO_ROOT, "dist", "agent.mjs");
@@ -29,11 +29,7 @@ export interface RunningServer {
 
 /** Assembles the embedded default (or whatever the config names) and starts serving. */
 export async function startServer(config: Config): Promise<RunningServer> {
-  const log = pino({
-    level: config.logLevel,
-    base: { service: "hangar" },
-    redact: ["req.headers.authorization"],
-  });
+  const log = createLogger(config.logLevel);
   const store = openStore({
     databaseUrl: config.databaseUrl,
     schema: config.databaseSchema,

@@ -19,16 +19,23 @@ export function datasetView(d: DatasetRecord) {
   };
 }
 
-/** Where the attempt runs, and a plain statement when a GPU was asked for but the host has none. */
+/** Where the attempt runs, in words that say so plainly when it is not what was asked for. */
 function instanceView(job: Job, spec: NotebookRunSpec) {
   if (!job.compute) return null;
   const gpus = (job.compute.gpus as JsonObject[] | undefined) ?? [];
-  const note =
-    gpus.length === 0
-      ? spec.gpu
-        ? `requested ${spec.gpu.count}× ${spec.gpu.type}, but the instance has no GPU: running on CPU`
-        : "running on CPU"
-      : `running on GPU ${gpus.map((g) => `${g.index} (${g.name})`).join(", ")}`;
+  const requested = spec.gpu ? `requested ${spec.gpu.count}× ${spec.gpu.type}, but ` : "";
+  let note: string;
+  if (gpus.length === 0) {
+    note = spec.gpu ? `${requested}the instance has no GPU: running on CPU` : "running on CPU";
+  } else {
+    const where = `running on GPU ${gpus.map((g) => `${g.index} (${g.name})`).join(", ")}`;
+    const matches =
+      !spec.gpu ||
+      (gpus.length >= spec.gpu.count &&
+        // Driver names read "NVIDIA A100-SXM4-80GB": the model (the part before any "-") must appear.
+        gpus.every((g) => String(g.name).toUpperCase().includes(spec.gpu!.type.split("-")[0]!)));
+    note = matches ? where : `${requested}${where}`;
+  }
   return { ...job.compute, note };
 }
 

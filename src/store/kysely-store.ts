@@ -1,6 +1,13 @@
 import { randomBytes } from "node:crypto";
-import { type Kysely, Migrator, type Selectable, sql, type Transaction } from "kysely";
-import { INSTANCE_STATES, type Instance, type InstanceState } from "../domain/instance.ts";
+import {
+  type ExpressionBuilder,
+  type Kysely,
+  Migrator,
+  type Selectable,
+  sql,
+  type Transaction,
+} from "kysely";
+import { INSTANCE_STATES, type Instance, type InstanceState, sourcesFor } from "../domain/instance.ts";
 import { decideAfterFailure, JOB_STATUSES, type Job, type JobError, type JobStatus } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
 import { migrationProvider } from "./migrations.ts";
@@ -76,6 +83,24 @@ function toInstance(row: InstanceRow): Instance {
 const byPriorityThenAge = (a: Job, b: Job) => b.priority - a.priority || (a.id < b.id ? -1 : 1);
 
 const LEASE_CLEARED = { lease_owner: null, lease_token: null, lease_expires_at: null } as const;
+
+/**
+ * Back to the queue at once, giving back the attempt the claim counted; a job whose cancel was
+ * requested while it ran is cancelled instead, since no agent is left to act on the request.
+ */
+const requeuedUnspent = (eb: ExpressionBuilder<Database, "jobs">, now: number) => {
+  const cancelRequested = () => eb.case().when("cancel_requested", "=", 1);
+  return {
+    status: cancelRequested()
+      .then("cancelled" as JobStatus)
+      .else("queued" as JobStatus)
+      .end(),
+    finished_at: cancelRequested().then(now).else(null).end(),
+    run_at: now,
+    attempts: eb("attempts", "-", 1),
+    ...LEASE_CLEARED,
+  };
+};
 
 /**
  * The one Store implementation; dialect folders supply a configured Kysely instance and the
@@ -363,6 +388,8 @@ export class KyselyStore implements Store {
         .executeTakeFirst();
       return row ? toJob(row) : null;
     }
+    // The retry decision reads the row, so the row is locked (PostgreSQL; SQLite's write transaction
+    // already excludes everyone) until the decision is written: a cancel cannot slip in between.
     return this.#db.transaction().execute(async (trx) => {
       const row = await trx
         .selectFrom("jobs")
@@ -370,6 +397,7 @@ export class KyselyStore implements Store {
         .where("id", "=", lease.jobId)
         .where("lease_token", "=", lease.leaseToken)
         .where("status", "=", "running")
+        .$if(this.capabilities.skipLocked, (q) => q.forUpdate())
         .executeTakeFirst();
       if (!row) return null;
       return this.#endAttempt(trx, toJob(row), outcome.status, outcome.error, now);
@@ -405,15 +433,27 @@ export class KyselyStore implements Store {
     return toJob(updated);
   }
 
-  async release(lease: LeaseRef, now: number): Promise<boolean> {
-    const result = await this.#db
+  async release(lease: LeaseRef, now: number): Promise<Job | null> {
+    const row = await this.#db
       .updateTable("jobs")
-      .set((eb) => ({ status: "queued", run_at: now, attempts: eb("attempts", "-", 1), ...LEASE_CLEARED }))
+      .set((eb) => requeuedUnspent(eb, now))
       .where("id", "=", lease.jobId)
       .where("lease_token", "=", lease.leaseToken)
       .where("status", "=", "running")
+      .returningAll()
       .executeTakeFirst();
-    return result.numUpdatedRows > 0n;
+    return row ? toJob(row) : null;
+  }
+
+  async releaseHeldBy(owner: string, now: number): Promise<Job[]> {
+    const rows = await this.#db
+      .updateTable("jobs")
+      .set((eb) => requeuedUnspent(eb, now))
+      .where("lease_owner", "=", owner)
+      .where("status", "=", "running")
+      .returningAll()
+      .execute();
+    return rows.map(toJob);
   }
 
   async requestCancel(orgId: string, id: string, now: number): Promise<Job | null> {
@@ -423,6 +463,7 @@ export class KyselyStore implements Store {
         .selectAll()
         .where("org_id", "=", orgId)
         .where("id", "=", id)
+        .$if(this.capabilities.skipLocked, (q) => q.forUpdate())
         .executeTakeFirst();
       if (!row) return null;
       if (row.status === "queued") {
@@ -513,6 +554,16 @@ export class KyselyStore implements Store {
       .execute();
   }
 
+  async lastLogSeq(jobId: string, attempt: number): Promise<number> {
+    const row = await this.#db
+      .selectFrom("job_logs")
+      .select((eb) => eb.fn.max("seq").as("seq"))
+      .where("job_id", "=", jobId)
+      .where("attempt", "=", attempt)
+      .executeTakeFirst();
+    return Number(row?.seq ?? 0);
+  }
+
   async readLogs(
     orgId: string,
     jobId: string,
@@ -552,11 +603,6 @@ export class KyselyStore implements Store {
       .returningAll()
       .executeTakeFirstOrThrow();
     return toInstance(row);
-  }
-
-  async getInstance(id: string): Promise<Instance | null> {
-    const row = await this.#db.selectFrom("instances").selectAll().where("id", "=", id).executeTakeFirst();
-    return row ? toInstance(row) : null;
   }
 
   async findInstanceByAgentToken(hash: string): Promise<Instance | null> {
@@ -607,6 +653,8 @@ export class KyselyStore implements Store {
     now: number,
     reason?: string,
   ): Promise<boolean> {
+    const sources = sourcesFor(to, from);
+    if (sources.length === 0) return false;
     const result = await this.#db
       .updateTable("instances")
       .set({
@@ -615,7 +663,7 @@ export class KyselyStore implements Store {
         ...(to === "terminated" ? { terminated_at: now, termination_reason: reason ?? null } : {}),
       })
       .where("id", "=", id)
-      .where("state", "in", from)
+      .where("state", "in", sources)
       .executeTakeFirst();
     return result.numUpdatedRows > 0n;
   }

@@ -137,8 +137,13 @@ export interface Store {
   heartbeat(lease: LeaseRef, now: number, leaseMs: number, progress?: JobProgress): Promise<HeartbeatResult>;
   /** Ends the attempt; a failure goes back to the queue or fails for good per the job's retry policy. */
   finish(lease: LeaseRef, outcome: FinishOutcome, now: number): Promise<Job | null>;
-  /** Gives the job back without spending an attempt (graceful shutdown of its worker). */
-  release(lease: LeaseRef, now: number): Promise<boolean>;
+  /**
+   * Gives the job back without spending an attempt (graceful shutdown of its worker), or cancels it
+   * when a cancel was requested meanwhile. Null when the lease was no longer held.
+   */
+  release(lease: LeaseRef, now: number): Promise<Job | null>;
+  /** `release` for every job `owner` holds (its instance is being shut down). */
+  releaseHeldBy(owner: string, now: number): Promise<Job[]>;
   /** Queued jobs are cancelled at once; running ones are flagged and their agent stops them. */
   requestCancel(orgId: string, id: string, now: number): Promise<Job | null>;
   /**
@@ -150,6 +155,11 @@ export interface Store {
   countJobsByStatus(): Promise<Record<JobStatus, number>>;
 
   appendLogs(jobId: string, orgId: string, entries: LogEntry[]): Promise<void>;
+  /**
+   * The highest `seq` stored for one attempt, 0 when none. A released job is claimed again under the
+   * same attempt number, and its new agent numbers its lines after the ones already there.
+   */
+  lastLogSeq(jobId: string, attempt: number): Promise<number>;
   /** Entries after the cursor `(attempt, seq)`, oldest first. */
   readLogs(
     orgId: string,
@@ -159,7 +169,6 @@ export interface Store {
   ): Promise<LogEntry[]>;
 
   insertInstance(instance: NewInstance): Promise<Instance>;
-  getInstance(id: string): Promise<Instance | null>;
   findInstanceByAgentToken(hash: string): Promise<Instance | null>;
   /** Exchanges the one-time bootstrap token for an agent token; false when the token was used or wrong. */
   registerInstance(
@@ -169,7 +178,10 @@ export interface Store {
     now: number,
   ): Promise<boolean>;
   setInstanceProviderId(id: string, providerInstanceId: string): Promise<void>;
-  /** Moves an instance only if it is in one of `from`; returns whether it moved. */
+  /**
+   * Moves an instance only if it is in one of `from` and the lifecycle (domain/instance.ts) allows the
+   * move; returns whether it moved.
+   */
   transitionInstance(
     id: string,
     from: readonly InstanceState[],

@@ -2,10 +2,10 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { parseNotebook } from "../../src/app/notebooks.ts";
 import { progressLine } from "../../src/cli/progress.ts";
-import { DEFAULT_RETRY_POLICY, retryDelayMs } from "../../src/domain/backoff.ts";
+import { DEFAULT_RETRY_POLICY, LaunchBackoff, retryDelayMs } from "../../src/domain/backoff.ts";
 import { HangarError } from "../../src/domain/errors.ts";
 import { normaliseGpuType } from "../../src/domain/gpu.ts";
-import { canTransition } from "../../src/domain/instance.ts";
+import { canTransition, sourcesFor } from "../../src/domain/instance.ts";
 import { canCancel, decideAfterFailure } from "../../src/domain/job.ts";
 import { parseParameterAssignment, validateParameters } from "../../src/domain/parameters.ts";
 import { parseNvidiaSmi } from "../../src/providers/local/gpu-detect.ts";
@@ -38,6 +38,30 @@ describe("backoff", () => {
       10_000,
       "never below the minimum",
     );
+  });
+});
+
+describe("launch backoff", () => {
+  it("pauses launches longer after each boot failure in a row, up to five minutes", () => {
+    const guard = new LaunchBackoff(() => 1);
+    assert.ok(guard.mayLaunch(0));
+    assert.equal(guard.bootFailed(1_000), 3_000);
+    assert.ok(!guard.mayLaunch(2_999));
+    assert.ok(guard.mayLaunch(3_000));
+    assert.equal(guard.bootFailed(3_000), 7_000);
+    for (let i = 0; i < 20; i++) guard.bootFailed(10_000);
+    assert.equal(guard.bootFailed(10_000), 310_000);
+    assert.equal(guard.failuresInARow, 23);
+  });
+
+  it("resumes at once when an agent registers after the last failure, not before it", () => {
+    const guard = new LaunchBackoff(() => 1);
+    guard.bootFailed(5_000);
+    guard.agentRegistered(4_000);
+    assert.ok(!guard.mayLaunch(5_001), "an older registration says nothing about the new failures");
+    guard.agentRegistered(5_500);
+    assert.ok(guard.mayLaunch(5_501));
+    assert.equal(guard.failuresInARow, 0);
   });
 });
 
@@ -74,6 +98,9 @@ describe("instance lifecycle", () => {
     assert.ok(canTransition("idle", "terminated"));
     assert.ok(!canTransition("terminated", "ready"));
     assert.ok(!canTransition("provisioning", "busy"));
+    assert.ok(!canTransition("busy", "busy"));
+    assert.deepEqual(sourcesFor("busy", ["ready", "idle", "busy", "terminated"]), ["ready", "idle"]);
+    assert.deepEqual(sourcesFor("ready", ["terminated"]), []);
   });
 });
 

@@ -275,6 +275,15 @@ describe("HTTP API contract (one real server)", { concurrency: 1 }, () => {
       });
     });
 
+    it("rejects a notebook file name with a NUL byte or a `..` with 400 unsafe_file_name", async () => {
+      for (const filename of [Buffer.from("a\u0000.ipynb"), "../up.ipynb"]) {
+        await assertNothingStored(async () => {
+          const answer = await postMultipart("/api/v1/notebooks", [{ filename, content: notebookJson() }]);
+          assertError(answer, 400, "unsafe_file_name", /is not allowed/);
+        });
+      }
+    });
+
     it("rejects a notebook over the upload limit with 413 payload_too_large", async () => {
       const big = notebookJson([`x = "${"a".repeat(MAX_UPLOAD + 10)}"`]);
       await assertNothingStored(async () => {
@@ -473,6 +482,18 @@ describe("HTTP API contract (one real server)", { concurrency: 1 }, () => {
         const error = assertError(answer, 409, "duplicate_file_name", /"a\.csv" twice/);
         assert.deepEqual(error.details, { name: "a.csv" });
       });
+    });
+
+    it("rejects a dataset name with control characters with 400 invalid_dataset_name", async () => {
+      for (const name of ["bad\u0000name", "two\nlines", " ", "n".repeat(201)]) {
+        await assertNothingStored(async () => {
+          const answer = await postMultipart("/api/v1/datasets", [
+            { field: "name", content: name },
+            { filename: "a.csv", content: "x\n1\n" },
+          ]);
+          assertError(answer, 400, "invalid_dataset_name", /control characters/);
+        });
+      }
     });
 
     it("answers 404 dataset_not_found for an unknown id", async () => {
@@ -711,6 +732,16 @@ describe("HTTP API contract (one real server)", { concurrency: 1 }, () => {
 
       // Still downloadable after all that.
       assert.equal(await (await fetch(url)).text(), "60");
+    });
+
+    it("stores an empty file through a signed PUT (an empty output is still an output)", async () => {
+      const secret = (await readFile(join(server.dataDir, "signing-secret"), "utf8")).trim();
+      const key = `runs/empty-put-${randomBytes(4).toString("hex")}/output/empty.txt`;
+      const query = new UrlSigner(secret).query("PUT", key, Math.floor(Date.now() / 1000) + 60);
+      const put = await rawRequest(server.url, "PUT", `/blobs/${key}?${query}`);
+      assert.equal(put.status, 201, put.body.toString());
+      assert.deepEqual(JSON.parse(put.body.toString()), { key, size: 0 });
+      assert.equal((await readFile(join(blobsRoot, key))).length, 0);
     });
 
     it("never serves a file outside the store, even with a genuine signature for a `..` key", async () => {

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -29,6 +30,26 @@ async function agentPid(instanceId: string): Promise<number> {
     if (environ.split("\0").includes(`HANGAR_INSTANCE_ID=${instanceId}`)) return Number(pid);
   }
   throw new Error(`no agent process for ${instanceId}`);
+}
+
+/**
+ * Whether any process of the agent's process group (agent, notebook runner) is still alive. Zombies
+ * do not count: an agent whose server was killed is reparented, and not every init reaps.
+ */
+function groupAlive(pgid: number): boolean {
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, "latin1");
+    } catch {
+      continue;
+    }
+    // Fields after the parenthesised command: state, ppid, pgrp, …
+    const [state, , pgrp] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (Number(pgrp) === pgid && state !== "Z") return true;
+  }
+  return false;
 }
 
 const SLOW_NOTEBOOK = [
@@ -70,7 +91,9 @@ for (const dialect of DIALECTS) {
     it("retries a run on a new instance when its agent is killed -9", async () => {
       const run = await runningRun();
       const pid = await agentPid(run.instance!.instance_id);
-      process.kill(-pid, "SIGKILL");
+      process.kill(pid, "SIGKILL");
+      // The notebook runner the agent started must not keep running (and writing) as an orphan.
+      await waitFor("the dead agent's runner to be ended", async () => !groupAlive(pid), 20_000);
       const final = await waitForRun(server.client, run.id, true);
       assert.equal(final.status, "succeeded", JSON.stringify(final));
       assert.equal(final.attempts, 2);
@@ -95,6 +118,28 @@ for (const dialect of DIALECTS) {
       assert.equal(final.status, "succeeded", JSON.stringify(final));
       assert.equal(final.attempts, 1, "the agent reconnected and kept its lease");
       const log = await server.client.logs(run.id);
+      assert.match(log, /step 29/);
+    });
+
+    it("hands a running run back on graceful shutdown; the next server runs it without spending an attempt", async () => {
+      const run = await runningRun();
+      const first = run.instance!.instance_id;
+      const pid = await agentPid(first);
+      // The shutdown grace (2 s) is shorter than the notebook (6 s): the agent must give the run back.
+      await server.kill("SIGTERM");
+      assert.equal(server.process.exitCode, 0, server.output());
+      assert.equal(groupAlive(pid), false, "the agent and its notebook runner exited with the server");
+      await server.restart();
+      const final = await waitForRun(server.client, run.id, true);
+      assert.equal(final.status, "succeeded", JSON.stringify(final));
+      assert.equal(final.attempts, 1, "a released run does not spend an attempt");
+      assert.notEqual(final.instance?.instance_id, first);
+      const log = await server.client.logs(run.id);
+      assert.match(
+        log,
+        new RegExp(`attempt 1 on instance ${first}`),
+        "lines from before the release are kept",
+      );
       assert.match(log, /step 29/);
     });
   });

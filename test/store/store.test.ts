@@ -204,12 +204,45 @@ for (const dialect of DIALECTS) {
     it("release gives a job back without spending an attempt", async () => {
       const job = await store.enqueue(newJob());
       const [claimed] = await store.claim({ owner: "w", limit: 1, leaseMs: 1000, now: 100_000 });
-      assert.equal(await store.release({ jobId: job.id, leaseToken: claimed!.leaseToken! }, 100_001), true);
+      const released = await store.release({ jobId: job.id, leaseToken: claimed!.leaseToken! }, 100_001);
+      assert.equal(released?.status, "queued");
+      assert.equal(await store.release({ jobId: job.id, leaseToken: claimed!.leaseToken! }, 100_001), null);
       const back = await store.getJob(ORG, job.id);
       assert.equal(back?.status, "queued");
       assert.equal(back?.attempts, 0);
       const [again] = await store.claim({ owner: "w", limit: 1, leaseMs: 1000, now: 100_002 });
       await store.finish({ jobId: job.id, leaseToken: again!.leaseToken! }, { status: "succeeded" }, 100_003);
+    });
+
+    it("release cancels a job whose cancel was requested while it ran", async () => {
+      const job = await store.enqueue(newJob({ priority: 100 }));
+      const [claimed] = await store.claim({ owner: "w", limit: 1, leaseMs: 1000, now: 100_010 });
+      assert.equal(claimed?.id, job.id);
+      await store.requestCancel(ORG, job.id, 100_011);
+      const released = await store.release({ jobId: job.id, leaseToken: claimed!.leaseToken! }, 100_012);
+      assert.equal(released?.status, "cancelled");
+      assert.equal(released?.finishedAt, 100_012);
+    });
+
+    it("releases every job one owner holds, and only those", async () => {
+      const mine = [
+        await store.enqueue(newJob({ priority: 100 })),
+        await store.enqueue(newJob({ priority: 100 })),
+      ];
+      const theirs = await store.enqueue(newJob({ priority: 99 }));
+      await store.claim({ owner: "leaving", limit: 2, leaseMs: 1000, now: 100_020 });
+      const [other] = await store.claim({ owner: "staying", limit: 1, leaseMs: 1000, now: 100_020 });
+      assert.equal(other?.id, theirs.id);
+      const released = await store.releaseHeldBy("leaving", 100_021);
+      assert.deepEqual(released.map((j) => j.id).sort(), mine.map((j) => j.id).sort());
+      assert.ok(released.every((j) => j.status === "queued" && j.attempts === 0 && j.leaseOwner === null));
+      assert.equal((await store.getJob(ORG, theirs.id))?.status, "running");
+      for (const job of [...mine, theirs]) await store.requestCancel(ORG, job.id, 100_022);
+      await store.finish(
+        { jobId: theirs.id, leaseToken: other!.leaseToken! },
+        { status: "cancelled" },
+        100_023,
+      );
     });
 
     it("scopes jobs by org", async () => {
@@ -243,6 +276,8 @@ for (const dialect of DIALECTS) {
         ["line 3", "retry"],
       );
       assert.equal((await store.readLogs(OTHER_ORG, job.id, { attempt: 0, seq: 0 }, 100)).length, 0);
+      assert.equal(await store.lastLogSeq(job.id, 1), 3);
+      assert.equal(await store.lastLogSeq(job.id, 3), 0);
       await store.requestCancel(ORG, job.id, 0);
     });
 

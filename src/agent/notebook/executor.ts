@@ -58,7 +58,10 @@ export interface NotebookExecution {
   outputNotebookPath: string;
   parameters: Record<string, JsonValue>;
   workDir: string;
-  /** Merged onto process.env for the runner and thus the kernel, e.g. HANGAR_INPUT_DIR/HANGAR_OUTPUT_DIR. */
+  /**
+   * Merged onto process.env for the runner and thus the kernel, e.g. HANGAR_INPUT_DIR/HANGAR_OUTPUT_DIR.
+   * The agent's own HANGAR_* settings (its tokens among them) are dropped first: notebooks never see them.
+   */
   env: Record<string, string>;
   /** Interpreter with nbclient/nbformat/ipykernel, e.g. /usr/bin/python3 or HANGAR_PYTHON. */
   pythonPath: string;
@@ -137,7 +140,7 @@ async function runRunner(exec: NotebookExecution, args: string[]): Promise<Noteb
   const emit = (event: NotebookEvent) => exec.onEvent?.(event);
   const child = spawn(exec.pythonPath, args, {
     cwd: resolve(exec.workDir),
-    env: { ...process.env, ...exec.env },
+    env: { ...withoutHangarSettings(process.env), ...exec.env },
     stdio: ["ignore", "pipe", "pipe"],
   });
 
@@ -177,6 +180,10 @@ async function runRunner(exec: NotebookExecution, args: string[]): Promise<Noteb
   exec.signal?.removeEventListener("abort", onAbort);
   clearTimeout(killTimer);
   return outcomeOf(state, code, signal, exec.cellTimeoutSeconds);
+}
+
+function withoutHangarSettings(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(env).filter(([name]) => !name.startsWith("HANGAR_")));
 }
 
 function parseEvent(line: string): NotebookEvent | undefined {

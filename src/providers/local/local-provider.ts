@@ -38,7 +38,7 @@ export class LocalProvider implements ComputeProvider {
   constructor(options: LocalProviderOptions) {
     this.#options = options;
     this.maxInstances = options.maxInstances;
-    this.capabilities = { sameHost: true, stopResume: false, gpus: options.gpus.length > 0 };
+    this.capabilities = { gpus: options.gpus.length > 0 };
   }
 
   allocateGpus(count: number, inUse: ReadonlySet<number>): GpuAssignment[] {
@@ -58,7 +58,13 @@ export class LocalProvider implements ComputeProvider {
         : { CUDA_VISIBLE_DEVICES: "" };
     const child = spawn(command!, args, {
       cwd: workDir,
-      env: { ...process.env, ...this.#options.env, ...spec.agentEnv, ...gpuEnv, HANGAR_WORK_DIR: workDir },
+      env: {
+        ...inheritedEnv(process.env),
+        ...this.#options.env,
+        ...spec.agentEnv,
+        ...gpuEnv,
+        HANGAR_WORK_DIR: workDir,
+      },
       stdio: ["ignore", logFd, logFd],
       detached: true,
     });
@@ -80,25 +86,25 @@ export class LocalProvider implements ComputeProvider {
   async describe(providerInstanceId: string): Promise<ProviderInstanceStatus> {
     const pid = this.#ownPid(providerInstanceId);
     if (pid === null) return "unknown";
-    return isAgentProcess(pid) ? "running" : "gone";
+    return processKind(pid) === "agent" ? "running" : "gone";
   }
 
   async terminate(providerInstanceId: string): Promise<void> {
     const pid = this.#ownPid(providerInstanceId);
-    if (pid === null || !isAgentProcess(pid)) return;
+    // The agent's process group includes the notebook runner and kernel it started; they outlive an
+    // agent killed with SIGKILL. Linux never reuses a pid that still names a process group, so when
+    // the agent's pid is free or a zombie, the group (if any) is still ours to end.
+    if (pid === null || processKind(pid) === "other") return;
     try {
-      // The agent's process group includes the notebook runner and kernel it started.
       process.kill(-pid, "SIGTERM");
     } catch {
       return;
     }
     setTimeout(() => {
-      if (isAgentProcess(pid)) {
-        try {
-          process.kill(-pid, "SIGKILL");
-        } catch {
-          /* already gone */
-        }
+      try {
+        process.kill(-pid, "SIGKILL");
+      } catch {
+        /* the whole group is gone */
       }
     }, 10_000).unref();
   }
@@ -113,14 +119,45 @@ export class LocalProvider implements ComputeProvider {
   }
 }
 
-/** Alive and still a Hangar agent (a recycled pid would not carry HANGAR_INSTANCE_ID). */
-function isAgentProcess(pid: number): boolean {
+/**
+ * The server's environment holds its secrets (database URL, signing secret, cloud keys), so an agent
+ * gets only what a shell session needs, plus what the provider passes on purpose.
+ */
+const INHERITED = new Set([
+  "PATH",
+  "HOME",
+  "USER",
+  "LOGNAME",
+  "SHELL",
+  "LANG",
+  "LANGUAGE",
+  "TZ",
+  "TMPDIR",
+  "TERM",
+]);
+
+function inheritedEnv(env: NodeJS.ProcessEnv): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(env).filter(
+      (entry): entry is [string, string] =>
+        entry[1] !== undefined && (INHERITED.has(entry[0]) || entry[0].startsWith("LC_")),
+    ),
+  );
+}
+
+/**
+ * What holds `pid` now: a live Hangar agent, nothing (free, or a zombie not yet reaped), or some other
+ * process (a recycled pid would not carry HANGAR_INSTANCE_ID).
+ */
+function processKind(pid: number): "agent" | "gone" | "other" {
+  let stat: string;
+  let environ: string;
   try {
-    const environ = readFileSync(`/proc/${pid}/environ`, "latin1");
-    const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
-    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-    return state !== "Z" && environ.includes("HANGAR_INSTANCE_ID=");
+    stat = readFileSync(`/proc/${pid}/stat`, "latin1");
+    environ = readFileSync(`/proc/${pid}/environ`, "latin1");
   } catch {
-    return false;
+    return "gone";
   }
+  if (stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) === "Z") return "gone";
+  return environ.includes("HANGAR_INSTANCE_ID=") ? "agent" : "other";
 }

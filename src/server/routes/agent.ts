@@ -132,17 +132,14 @@ export function agentRoutes(ctx: AppContext, hub: AgentHub) {
       }),
       async (request) => {
         const { status, error } = request.body;
-        const outcome: FinishOutcome =
-          status === "failed"
-            ? {
-                status,
-                // A failure the agent could not classify is assumed to be the infrastructure's: retry it.
-                error: {
-                  retryable: true,
-                  ...(error ?? { code: "unknown", message: "The agent gave no details" }),
-                } as JobError,
-              }
-            : { status };
+        let outcome: FinishOutcome = { status: "succeeded" };
+        if (status === "failed") {
+          // A failure the agent could not classify is assumed to be the infrastructure's: retry it.
+          const given = error ?? { code: "unknown", message: "The agent gave no details" };
+          outcome = { status, error: { retryable: true, ...given } as JobError };
+        } else if (status === "cancelled") {
+          outcome = error ? { status, error: { retryable: false, ...error } as JobError } : { status };
+        }
         const job = await hub.finish(request.instance!, leaseOf(request), outcome);
         return { status: job.status };
       },

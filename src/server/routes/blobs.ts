@@ -1,4 +1,4 @@
-import { Transform } from "node:stream";
+import { Readable, Transform } from "node:stream";
 import type { FastifyInstance } from "fastify";
 import type { AppContext } from "../../app/context.ts";
 import type { FsBlobStore } from "../../blob/fs/fs-blob-store.ts";
@@ -48,7 +48,8 @@ export function blobRoutes(ctx: AppContext, store: FsBlobStore) {
           else callback(null, chunk);
         },
       });
-      const body = request.body as NodeJS.ReadableStream;
+      // An empty body (an empty output file) reaches no content parser, so there is no stream.
+      const body = (request.body as NodeJS.ReadableStream | undefined) ?? Readable.from([]);
       body.pipe(capped);
       body.on("error", (error) => capped.destroy(error));
       const object = await store.put(key, capped);
