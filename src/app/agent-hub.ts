@@ -110,6 +110,11 @@ export class AgentHub {
 
   async #assignment(job: Job): Promise<Assignment> {
     const { blobs, store, config } = this.#ctx;
+    if (job.attempts > 1) {
+      // A retry starts from a clean output area: files an earlier attempt wrote must not pass for its.
+      await blobs.delete(`${runArea(job.id)}/output/`);
+      await blobs.delete(`${runArea(job.id)}/executed.ipynb`);
+    }
     const spec = job.spec as NotebookRunSpec;
     const ttl = Math.max(config.signedUrlTtlS, Math.ceil(job.timeoutMs / 1000));
     const inputs: Assignment["inputs"] = [];

@@ -734,6 +734,24 @@ describe("HTTP API contract (one real server)", { concurrency: 1 }, () => {
       assert.equal(await (await fetch(url)).text(), "60");
     });
 
+    it("fails a run whose output is over the upload limit with upload_failed, not retried", async () => {
+      const nb = new FormData();
+      const source = `import os, pathlib\npathlib.Path(os.environ['HANGAR_OUTPUT_DIR'], 'big.bin').write_bytes(b'x' * ${MAX_UPLOAD + 1})`;
+      nb.append("file", new Blob([notebookJson([source])]), "big-output.ipynb");
+      const uploaded = await call("/api/v1/notebooks", { method: "POST", body: nb });
+      const nbId = (uploaded.json as { id: string }).id;
+      const submitted = await call(`/api/v1/notebooks/${nbId}/runs`, { method: "POST", json: {} });
+      const runId = (submitted.json as RunView).id;
+      const final = await waitFor("the run to end", async () => {
+        const run = (await call(`/api/v1/runs/${runId}`)).json as RunView;
+        return ["succeeded", "failed", "cancelled"].includes(run.status) ? run : null;
+      });
+      assert.equal(final.status, "failed", JSON.stringify(final));
+      assert.equal(final.error?.code, "upload_failed");
+      assert.match(final.error?.message ?? "", /big\.bin.*413/);
+      assert.equal(final.attempts, 1, "a file over the limit will not fit on another attempt either");
+    });
+
     it("stores an empty file through a signed PUT (an empty output is still an output)", async () => {
       const secret = (await readFile(join(server.dataDir, "signing-secret"), "utf8")).trim();
       const key = `runs/empty-put-${randomBytes(4).toString("hex")}/output/empty.txt`;

@@ -56,7 +56,7 @@ const SLOW_NOTEBOOK = [
   { source: "steps = 30", tags: ["parameters"] },
   {
     source:
-      "import os, time, pathlib\nfor i in range(steps):\n    print('step', i, flush=True)\n    time.sleep(0.2)\npathlib.Path(os.environ['HANGAR_OUTPUT_DIR'], 'done.txt').write_text(str(steps))",
+      "import os, time, pathlib\nprint('nul\\x00byte')\nfor i in range(steps):\n    print('step', i, flush=True)\n    time.sleep(0.2)\npathlib.Path(os.environ['HANGAR_OUTPUT_DIR'], 'done.txt').write_text(str(steps))",
   },
 ];
 
@@ -119,6 +119,7 @@ for (const dialect of DIALECTS) {
       assert.equal(final.attempts, 1, "the agent reconnected and kept its lease");
       const log = await server.client.logs(run.id);
       assert.match(log, /step 29/);
+      assert.ok(log.includes("nul\uFFFDbyte"), "a NUL the notebook printed is stored as U+FFFD");
     });
 
     it("hands a running run back on graceful shutdown; the next server runs it without spending an attempt", async () => {

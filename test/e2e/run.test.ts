@@ -145,6 +145,41 @@ describe("running notebooks end to end (SQLite, local provider)", { concurrency:
     assert.equal(final.attempts, 1);
   });
 
+  it("retries a run whose kernel died, from a clean output area; notebooks see none of Hangar's settings", async () => {
+    const marker = join(dir, `first-attempt-${Date.now()}`);
+    const notebook = await writeNotebook(dir, "flaky.ipynb", [
+      { source: "marker = ''", tags: ["parameters"] },
+      {
+        source: [
+          "import json, os, pathlib",
+          "out = pathlib.Path(os.environ['HANGAR_OUTPUT_DIR'])",
+          "if not os.path.exists(marker):",
+          "    pathlib.Path(marker).write_text('1')",
+          "    (out / 'stale.txt').write_text('from the first attempt')",
+          "    os._exit(1)",
+          "(out / 'env.json').write_text(json.dumps(sorted(k for k in os.environ if k.startswith('HANGAR_'))))",
+        ].join("\n"),
+      },
+    ]);
+    const { id } = await server.client.uploadNotebook(notebook, "flaky.ipynb");
+    const run = await server.client.submitRun(id, {
+      parameters: { marker },
+      backoff_min_s: 0,
+      backoff_max_s: 1,
+    });
+    const final = await waitForRun(server.client, run.id, true);
+    assert.equal(final.status, "succeeded", JSON.stringify(final));
+    assert.equal(final.attempts, 2, "a dead kernel is worth another attempt");
+    const links = await server.client.downloads(run.id);
+    assert.deepEqual(
+      links.outputs.map((o) => o.path),
+      ["env.json"],
+      "the first attempt's files are gone",
+    );
+    const seen = JSON.parse(await (await fetch(links.outputs[0]!.url)).text()) as string[];
+    assert.deepEqual(seen, ["HANGAR_INPUT_DIR", "HANGAR_OUTPUT_DIR"]);
+  });
+
   it("serves the agent as one bundled file", async () => {
     const response = await fetch(`${server.url}/agent.mjs`);
     assert.equal(response.status, 200);
