@@ -56,16 +56,23 @@ export interface Job {
   compute: JsonObject | null;
 }
 
-export type FailureDecision = { status: "queued"; runAt: number } | { status: "failed" };
+export type FailureDecision =
+  | { status: "queued"; runAt: number }
+  | { status: "failed" }
+  | { status: "cancelled" };
 
-/** What happens to a job whose attempt failed: back to the queue after a backoff, or failed for good. */
+/**
+ * What happens to a job whose attempt failed: cancelled if a cancel is pending, back to the queue
+ * after a backoff, or failed for good.
+ */
 export function decideAfterFailure(
   job: Pick<Job, "attempts" | "maxAttempts" | "backoffMinMs" | "backoffMaxMs" | "cancelRequested">,
   error: Pick<JobError, "retryable">,
   now: number,
   random?: () => number,
 ): FailureDecision {
-  if (job.cancelRequested || !error.retryable || job.attempts >= job.maxAttempts) return { status: "failed" };
+  if (job.cancelRequested) return { status: "cancelled" };
+  if (!error.retryable || job.attempts >= job.maxAttempts) return { status: "failed" };
   const policy: RetryPolicy = {
     maxAttempts: job.maxAttempts,
     backoffMinMs: job.backoffMinMs,

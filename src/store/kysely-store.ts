@@ -415,7 +415,7 @@ export class KyselyStore implements Store {
     let runAt = job.runAt;
     if (requested === "failed" && error) {
       const decision = decideAfterFailure(job, error, now);
-      status = job.cancelRequested ? "cancelled" : decision.status;
+      status = decision.status;
       if (decision.status === "queued") runAt = decision.runAt;
     }
     const updated = await trx

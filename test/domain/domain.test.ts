@@ -73,13 +73,15 @@ describe("failure decisions", () => {
       { status: "queued", runAt: 1100 },
     );
   });
-  it("fails when attempts are spent, the failure is permanent, or cancellation was asked", () => {
+  it("fails when attempts are spent or the failure is permanent", () => {
     assert.deepEqual(decideAfterFailure({ ...job, attempts: 3 }, { retryable: true }, 0), {
       status: "failed",
     });
     assert.deepEqual(decideAfterFailure(job, { retryable: false }, 0), { status: "failed" });
+  });
+  it("cancels instead of retrying when a cancel is pending", () => {
     assert.deepEqual(decideAfterFailure({ ...job, cancelRequested: true }, { retryable: true }, 0), {
-      status: "failed",
+      status: "cancelled",
     });
   });
   it("allows cancelling only unfinished runs", () => {
