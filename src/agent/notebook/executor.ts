@@ -1,7 +1,6 @@
 import { spawn } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { rm, writeFile } from "node:fs/promises";
+import { resolve } from "node:path";
 import { createInterface } from "node:readline";
 import type { JsonValue } from "../../domain/json.ts";
 import { runnerScriptPath } from "./runner-script.ts";
@@ -105,9 +104,9 @@ interface RunState {
 export async function executeNotebook(exec: NotebookExecution): Promise<NotebookOutcome> {
   if (exec.signal?.aborted) return { status: "cancelled" };
   const script = await runnerScriptPath();
-  const tmp = await mkdtemp(join(tmpdir(), "hangar-parameters-"));
+  // Beside the output rather than in /tmp: an agent killed mid-run leaves it in its own work dir.
+  const parametersPath = `${resolve(exec.outputNotebookPath)}.parameters.json`;
   try {
-    const parametersPath = join(tmp, "parameters.json");
     await writeFile(parametersPath, JSON.stringify(exec.parameters));
     // Absolute paths: the runner's cwd is the work dir, not ours.
     const args = [
@@ -131,7 +130,7 @@ export async function executeNotebook(exec: NotebookExecution): Promise<Notebook
     if (exec.signal?.aborted) return { status: "cancelled" };
     return await runRunner(exec, args);
   } finally {
-    await rm(tmp, { recursive: true, force: true });
+    await rm(parametersPath, { force: true });
   }
 }
 

@@ -1,4 +1,5 @@
-import { access, mkdtemp, writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { access, rename, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -24,9 +25,12 @@ async function locate(): Promise<string> {
   // The bundled text wins: a bundle must not pick up whatever .py happens to lie next to it, and
   // import.meta.url may not even be a file URL there.
   if (typeof HANGAR_RUNNER_SOURCE === "string") {
-    const dir = await mkdtemp(join(tmpdir(), "hangar-runner-"));
-    const path = join(dir, "run_notebook.py");
-    await writeFile(path, HANGAR_RUNNER_SOURCE, { mode: 0o644 });
+    // Named by content: every agent of one version shares one copy instead of leaving one each.
+    const digest = createHash("sha256").update(HANGAR_RUNNER_SOURCE).digest("hex").slice(0, 16);
+    const path = join(tmpdir(), `hangar-runner-${digest}.py`);
+    const partial = `${path}.${process.pid}.tmp`;
+    await writeFile(partial, HANGAR_RUNNER_SOURCE, { mode: 0o644 });
+    await rename(partial, path);
     return path;
   }
   const path = fileURLToPath(new URL("./run_notebook.py", import.meta.url));
