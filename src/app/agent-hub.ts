@@ -111,7 +111,7 @@ export class AgentHub {
   async #assignment(job: Job): Promise<Assignment> {
     const { blobs, store, config } = this.#ctx;
     if (job.attempts > 1) {
-      // A retry starts from a clean output area: files an earlier attempt wrote must not pass for its.
+      // A retry starts from a clean output area: an earlier attempt's files must not pass for this one's.
       await blobs.delete(`${runArea(job.id)}/output/`);
       await blobs.delete(`${runArea(job.id)}/executed.ipynb`);
     }
