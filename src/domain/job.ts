@@ -7,7 +7,8 @@ export const TERMINAL_STATUSES: readonly JobStatus[] = ["succeeded", "failed", "
 
 export const isTerminal = (status: JobStatus): boolean => TERMINAL_STATUSES.includes(status);
 
-export type JobKind = "notebook";
+/** A notebook run, or one ligand's prediction (alone, or a child of a batch). */
+export type JobKind = "notebook" | "predict";
 
 export interface GpuRequest {
   type: string;
@@ -34,6 +35,8 @@ export interface Job {
   orgId: string;
   kind: JobKind;
   notebookId: string | null;
+  /** The batch a prediction belongs to; its counters move with this job's status. */
+  batchId: string | null;
   spec: JsonObject;
   status: JobStatus;
   priority: number;
@@ -54,6 +57,8 @@ export interface Job {
   error: JobError | null;
   /** Where the current or last attempt ran, e.g. instance id, provider and the GPUs it got. */
   compute: JsonObject | null;
+  /** A prediction's result record (score, confidence, structure files); null for notebooks. */
+  result: JsonObject | null;
 }
 
 export type FailureDecision =

@@ -6,21 +6,30 @@ import {
   type Selectable,
   sql,
   type Transaction,
+  type UpdateQueryBuilder,
+  type UpdateResult,
 } from "kysely";
+import type { Batch, ScoreDirection } from "../domain/batch.ts";
 import { INSTANCE_STATES, type Instance, type InstanceState, sourcesFor } from "../domain/instance.ts";
 import { decideAfterFailure, JOB_STATUSES, type Job, type JobError, type JobStatus } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
+import { type BatchRow, moveChildren, recordScore, settleStatus, toBatch } from "./batch-counters.ts";
 import { migrationProvider } from "./migrations.ts";
 import type { Database } from "./schema.ts";
 import type {
   ApiKeyRecord,
+  BatchChildPolicy,
+  BatchClaimRequest,
   ClaimRequest,
   DatasetRecord,
   FinishOutcome,
   HeartbeatResult,
   LeaseRef,
+  ListChildrenQuery,
   ListJobsQuery,
   LogEntry,
+  NewBatch,
+  NewBatchChild,
   NewInstance,
   NewJob,
   NotebookRecord,
@@ -29,6 +38,7 @@ import type {
 } from "./store.ts";
 
 type JobRow = Selectable<Database["jobs"]>;
+type JobsUpdate = UpdateQueryBuilder<Database, "jobs", "jobs", UpdateResult>;
 type InstanceRow = Selectable<Database["instances"]>;
 
 const parseJson = <T>(text: string | null): T | null => (text === null ? null : (JSON.parse(text) as T));
@@ -58,6 +68,8 @@ function toJob(row: JobRow): Job {
     progress: parseJson(row.progress),
     error: parseJson(row.error),
     compute: parseJson(row.compute),
+    batchId: row.batch_id,
+    result: parseJson(row.result),
   };
 }
 
@@ -82,7 +94,19 @@ function toInstance(row: InstanceRow): Instance {
 
 const byPriorityThenAge = (a: Job, b: Job) => b.priority - a.priority || (a.id < b.id ? -1 : 1);
 
+/** Children per INSERT: 16 columns each stays well under SQLite's 32,766 bound parameters. */
+const CHILD_INSERT_CHUNK = 1000;
+
 const LEASE_CLEARED = { lease_owner: null, lease_token: null, lease_expires_at: null } as const;
+
+/** Columns of a job whose attempt ended in success or cancellation. */
+const endedColumns = (outcome: Exclude<FinishOutcome, { status: "failed" }>, now: number) => ({
+  status: outcome.status,
+  finished_at: now,
+  error: outcome.status === "cancelled" && outcome.error ? JSON.stringify(outcome.error) : null,
+  ...(outcome.status === "succeeded" && outcome.result ? { result: JSON.stringify(outcome.result) } : {}),
+  ...LEASE_CLEARED,
+});
 
 /**
  * Back to the queue at once, giving back the attempt the claim counted; a job whose cancel was
@@ -306,6 +330,7 @@ export class KyselyStore implements Store {
   async listJobs(query: ListJobsQuery): Promise<Job[]> {
     let q = this.#db.selectFrom("jobs").selectAll().where("org_id", "=", query.orgId);
     if (query.notebookId !== undefined) q = q.where("notebook_id", "=", query.notebookId);
+    if (query.kind !== undefined) q = q.where("kind", "=", query.kind);
     const rows = await q.orderBy("id", "desc").limit(query.limit).execute();
     return rows.map(toJob);
   }
@@ -321,6 +346,7 @@ export class KyselyStore implements Store {
         .selectFrom("jobs")
         .select("id")
         .where("status", "=", "queued")
+        .where("batch_id", "is", null)
         .where("run_at", "<=", request.now)
         .orderBy("priority", "desc")
         .orderBy("id")
@@ -372,21 +398,18 @@ export class KyselyStore implements Store {
 
   async finish(lease: LeaseRef, outcome: FinishOutcome, now: number): Promise<Job | null> {
     if (outcome.status !== "failed") {
-      // Success and cancellation need no retry decision: one conditional UPDATE ends the attempt.
+      // Success and cancellation of a job outside a batch need no retry decision and no counters:
+      // one conditional UPDATE ends the attempt. Batch children take the transaction below.
       const row = await this.#db
         .updateTable("jobs")
-        .set({
-          status: outcome.status,
-          finished_at: now,
-          error: outcome.status === "cancelled" && outcome.error ? JSON.stringify(outcome.error) : null,
-          ...LEASE_CLEARED,
-        })
+        .set(endedColumns(outcome, now))
         .where("id", "=", lease.jobId)
         .where("lease_token", "=", lease.leaseToken)
         .where("status", "=", "running")
+        .where("batch_id", "is", null)
         .returningAll()
         .executeTakeFirst();
-      return row ? toJob(row) : null;
+      if (row) return toJob(row);
     }
     // The retry decision reads the row, so the row is locked (PostgreSQL; SQLite's write transaction
     // already excludes everyone) until the decision is written: a cancel cannot slip in between.
@@ -400,7 +423,28 @@ export class KyselyStore implements Store {
         .$if(this.capabilities.skipLocked, (q) => q.forUpdate())
         .executeTakeFirst();
       if (!row) return null;
-      return this.#endAttempt(trx, toJob(row), outcome.status, outcome.error, now);
+      const job = toJob(row);
+      if (outcome.status === "failed") {
+        return this.#endAttempt(trx, job, "failed", outcome.error, now, outcome.result);
+      }
+      const updated = await trx
+        .updateTable("jobs")
+        .set(endedColumns(outcome, now))
+        .where("id", "=", job.id)
+        .returningAll()
+        .executeTakeFirstOrThrow();
+      if (job.batchId) {
+        if (outcome.status === "succeeded" && outcome.score !== undefined) {
+          const batch = await trx
+            .selectFrom("batches")
+            .select("score_better")
+            .where("id", "=", job.batchId)
+            .executeTakeFirstOrThrow();
+          await recordScore(trx, job.batchId, job.id, outcome.score, batch.score_better as ScoreDirection);
+        }
+        await moveChildren(trx, job.batchId, "running", outcome.status, 1, now);
+      }
+      return toJob(updated);
     });
   }
 
@@ -410,6 +454,7 @@ export class KyselyStore implements Store {
     requested: FinishOutcome["status"],
     error: JobError | null,
     now: number,
+    result?: JsonObject,
   ): Promise<Job> {
     let status: JobStatus = requested;
     let runAt = job.runAt;
@@ -425,35 +470,42 @@ export class KyselyStore implements Store {
         run_at: runAt,
         finished_at: status === "queued" ? null : now,
         error: error ? JSON.stringify(error) : null,
+        ...(result ? { result: JSON.stringify(result) } : {}),
         ...LEASE_CLEARED,
       })
       .where("id", "=", job.id)
       .returningAll()
       .executeTakeFirstOrThrow();
+    if (job.batchId) await moveChildren(trx, job.batchId, job.status, status, 1, now);
     return toJob(updated);
   }
 
   async release(lease: LeaseRef, now: number): Promise<Job | null> {
-    const row = await this.#db
-      .updateTable("jobs")
-      .set((eb) => requeuedUnspent(eb, now))
-      .where("id", "=", lease.jobId)
-      .where("lease_token", "=", lease.leaseToken)
-      .where("status", "=", "running")
-      .returningAll()
-      .executeTakeFirst();
-    return row ? toJob(row) : null;
+    const [job] = await this.#releaseWhere(now, (q) =>
+      q.where("id", "=", lease.jobId).where("lease_token", "=", lease.leaseToken),
+    );
+    return job ?? null;
   }
 
   async releaseHeldBy(owner: string, now: number): Promise<Job[]> {
-    const rows = await this.#db
-      .updateTable("jobs")
-      .set((eb) => requeuedUnspent(eb, now))
-      .where("lease_owner", "=", owner)
-      .where("status", "=", "running")
-      .returningAll()
-      .execute();
-    return rows.map(toJob);
+    return this.#releaseWhere(now, (q) => q.where("lease_owner", "=", owner));
+  }
+
+  async #releaseWhere(
+    now: number,
+    which: (q: JobsUpdate) => JobsUpdate,
+  ): Promise<Job[]> {
+    return this.#db.transaction().execute(async (trx) => {
+      const rows = await which(trx.updateTable("jobs").set((eb) => requeuedUnspent(eb, now)))
+        .where("status", "=", "running")
+        .returningAll()
+        .execute();
+      const jobs = rows.map(toJob);
+      for (const job of jobs) {
+        if (job.batchId) await moveChildren(trx, job.batchId, "running", job.status, 1, now);
+      }
+      return jobs;
+    });
   }
 
   async requestCancel(orgId: string, id: string, now: number): Promise<Job | null> {
@@ -473,6 +525,7 @@ export class KyselyStore implements Store {
           .where("id", "=", id)
           .returningAll()
           .executeTakeFirstOrThrow();
+        if (row.batch_id) await moveChildren(trx, row.batch_id, "queued", "cancelled", 1, now);
         return toJob(updated);
       }
       if (row.status === "running") {
@@ -525,13 +578,249 @@ export class KyselyStore implements Store {
   }
 
   async countReadyJobs(now: number): Promise<number> {
-    const row = await this.#db
+    const single = await this.#db
       .selectFrom("jobs")
       .select((eb) => eb.fn.countAll<number>().as("n"))
       .where("status", "=", "queued")
+      .where("batch_id", "is", null)
       .where("run_at", "<=", now)
       .executeTakeFirstOrThrow();
-    return Number(row.n);
+    const batches = await this.#db
+      .selectFrom("batches")
+      .select((eb) => eb.fn.countAll<number>().as("n"))
+      .where("pending", ">", 0)
+      .whereRef("running", "<", "max_concurrent")
+      .executeTakeFirstOrThrow();
+    return Number(single.n) + Number(batches.n);
+  }
+
+  async insertBatch(batch: NewBatch, children: NewBatchChild[], policy: BatchChildPolicy): Promise<Batch> {
+    const failed = children.filter((c) => c.failure).length;
+    return this.#db.transaction().execute(async (trx) => {
+      const row = await trx
+        .insertInto("batches")
+        .values({
+          id: batch.id,
+          org_id: batch.orgId,
+          name: batch.name,
+          model: batch.model,
+          model_version: batch.modelVersion,
+          status: children.length === failed ? "failed" : "queued",
+          priority: batch.priority,
+          max_concurrent: batch.maxConcurrent,
+          total: children.length,
+          pending: children.length - failed,
+          failed,
+          score_name: batch.score.name,
+          score_unit: batch.score.unit,
+          score_better: batch.score.better,
+          spec: JSON.stringify(batch.spec),
+          created_at: batch.createdAt,
+          finished_at: children.length === failed ? batch.createdAt : null,
+        })
+        .returningAll()
+        .executeTakeFirstOrThrow();
+      // Chunks keep each statement under SQLite's bound-parameter limit (32,766 since 3.32).
+      for (let start = 0; start < children.length; start += CHILD_INSERT_CHUNK) {
+        await trx
+          .insertInto("jobs")
+          .values(
+            children.slice(start, start + CHILD_INSERT_CHUNK).map((child) => ({
+              id: child.id,
+              org_id: batch.orgId,
+              kind: "predict",
+              notebook_id: null,
+              batch_id: batch.id,
+              spec: JSON.stringify(child.spec),
+              status: child.failure ? "failed" : "queued",
+              priority: batch.priority,
+              max_attempts: policy.maxAttempts,
+              backoff_min_ms: policy.backoffMinMs,
+              backoff_max_ms: policy.backoffMaxMs,
+              timeout_ms: policy.timeoutMs,
+              run_at: batch.createdAt,
+              created_at: batch.createdAt,
+              finished_at: child.failure ? batch.createdAt : null,
+              error: child.failure ? JSON.stringify(child.failure) : null,
+            })),
+          )
+          .execute();
+      }
+      return toBatch(row);
+    });
+  }
+
+  async getBatch(orgId: string, id: string): Promise<Batch | null> {
+    const row = await this.#db
+      .selectFrom("batches")
+      .selectAll()
+      .where("org_id", "=", orgId)
+      .where("id", "=", id)
+      .executeTakeFirst();
+    return row ? toBatch(row) : null;
+  }
+
+  async listBatches(orgId: string, limit: number): Promise<Batch[]> {
+    const rows = await this.#db
+      .selectFrom("batches")
+      .selectAll()
+      .where("org_id", "=", orgId)
+      .orderBy("id", "desc")
+      .limit(limit)
+      .execute();
+    return rows.map(toBatch);
+  }
+
+  async listBatchChildren(query: ListChildrenQuery): Promise<Job[]> {
+    let q = this.#db
+      .selectFrom("jobs")
+      .selectAll()
+      .where("org_id", "=", query.orgId)
+      .where("batch_id", "=", query.batchId);
+    if (query.status) q = q.where("status", "=", query.status);
+    if (query.after) q = q.where("id", ">", query.after);
+    const rows = await q.orderBy("id").limit(query.limit).execute();
+    return rows.map(toJob);
+  }
+
+  /**
+   * The batch row is locked while children are claimed, so concurrent claimers of one batch take
+   * turns and `max_concurrent` holds; children are locked with SKIP LOCKED like any claim.
+   */
+  async claimBatchChildren(request: BatchClaimRequest): Promise<{ batch: Batch; jobs: Job[] } | null> {
+    if (request.models.length === 0) return null;
+    const leaseToken = randomBytes(12).toString("base64url");
+    return this.#db.transaction().execute(async (trx) => {
+      let pick = trx
+        .selectFrom("batches")
+        .selectAll()
+        .where("pending", ">", 0)
+        .whereRef("running", "<", "max_concurrent")
+        .where("model", "in", request.models)
+        .where("cancel_requested", "=", 0);
+      pick = request.batchId
+        ? pick.where("id", "=", request.batchId)
+        : pick.orderBy("priority", "desc").orderBy("id").limit(1);
+      if (this.capabilities.skipLocked) pick = pick.forUpdate().skipLocked();
+      const batchRow = await pick.executeTakeFirst();
+      if (!batchRow) return null;
+      const room = Math.min(request.limit, batchRow.max_concurrent - batchRow.running);
+      let candidates = trx
+        .selectFrom("jobs")
+        .select("id")
+        .where("batch_id", "=", batchRow.id)
+        .where("status", "=", "queued")
+        .where("run_at", "<=", request.now)
+        .orderBy("id")
+        .limit(room);
+      if (this.capabilities.skipLocked) candidates = candidates.forUpdate().skipLocked();
+      const rows = await trx
+        .updateTable("jobs")
+        .set((eb) => ({
+          status: "running",
+          attempts: eb("attempts", "+", 1),
+          started_at: request.now,
+          lease_owner: request.owner,
+          lease_token: leaseToken,
+          lease_expires_at: request.now + request.leaseMs,
+          progress: null,
+          compute: request.compute ? JSON.stringify(request.compute) : null,
+        }))
+        .where("id", "in", candidates)
+        .returningAll()
+        .execute();
+      if (rows.length === 0) return null;
+      await moveChildren(trx, batchRow.id, "queued", "running", rows.length, request.now);
+      const batch = await trx
+        .selectFrom("batches")
+        .selectAll()
+        .where("id", "=", batchRow.id)
+        .executeTakeFirstOrThrow();
+      return { batch: toBatch(batch), jobs: rows.map(toJob).sort((a, b) => (a.id < b.id ? -1 : 1)) };
+    });
+  }
+
+  async topQueuedPriorities(now: number): Promise<{ single: number | null; batch: number | null }> {
+    const single = await this.#db
+      .selectFrom("jobs")
+      .select("priority")
+      .where("status", "=", "queued")
+      .where("batch_id", "is", null)
+      .where("run_at", "<=", now)
+      .orderBy("priority", "desc")
+      .limit(1)
+      .executeTakeFirst();
+    const batch = await this.#db
+      .selectFrom("batches")
+      .select("priority")
+      .where("pending", ">", 0)
+      .whereRef("running", "<", "max_concurrent")
+      .where("cancel_requested", "=", 0)
+      .orderBy("priority", "desc")
+      .limit(1)
+      .executeTakeFirst();
+    return { single: single?.priority ?? null, batch: batch?.priority ?? null };
+  }
+
+  async requestBatchCancel(orgId: string, id: string, now: number): Promise<Batch | null> {
+    return this.#db.transaction().execute(async (trx) => {
+      const row = await trx
+        .selectFrom("batches")
+        .selectAll()
+        .where("org_id", "=", orgId)
+        .where("id", "=", id)
+        .$if(this.capabilities.skipLocked, (q) => q.forUpdate())
+        .executeTakeFirst();
+      if (!row) return null;
+      if (row.status === "succeeded" || row.status === "failed" || row.status === "cancelled") {
+        return toBatch(row);
+      }
+      await trx.updateTable("batches").set({ cancel_requested: 1 }).where("id", "=", id).execute();
+      const cancelled = await trx
+        .updateTable("jobs")
+        .set({ status: "cancelled", cancel_requested: 1, finished_at: now })
+        .where("batch_id", "=", id)
+        .where("status", "=", "queued")
+        .executeTakeFirst();
+      await trx
+        .updateTable("jobs")
+        .set({ cancel_requested: 1 })
+        .where("batch_id", "=", id)
+        .where("status", "=", "running")
+        .execute();
+      await moveChildren(trx, id, "queued", "cancelled", Number(cancelled.numUpdatedRows), now);
+      const updated = await trx.selectFrom("batches").selectAll().where("id", "=", id).executeTakeFirstOrThrow();
+      // With nothing to move (everything running), the status still has to learn about the cancel.
+      await settleStatus(trx, toBatch(updated), now);
+      const settled = await trx.selectFrom("batches").selectAll().where("id", "=", id).executeTakeFirstOrThrow();
+      return toBatch(settled);
+    });
+  }
+
+  async batchesDueForArtifacts(now: number, staleMs: number, limit: number): Promise<Batch[]> {
+    const rows: BatchRow[] = await this.#db
+      .selectFrom("batches")
+      .selectAll()
+      .where((eb) =>
+        eb.or([
+          // Finished since its artifacts were last written: write the final ones now.
+          eb.and([eb("finished_at", "is not", null), eb("artifacts_at", "is", null)]),
+          eb.and([eb("finished_at", "is not", null), eb("artifacts_at", "<", eb.ref("finished_at"))]),
+          // Running: refresh at most every staleMs.
+          eb.and([
+            eb("status", "=", "running"),
+            eb.or([eb("artifacts_at", "is", null), eb("artifacts_at", "<", now - staleMs)]),
+          ]),
+        ]),
+      )
+      .orderBy("finished_at")
+      .limit(limit)
+      .execute();
+    return rows.map(toBatch);
+  }
+
+  async markArtifactsWritten(batchId: string, at: number): Promise<void> {
+    await this.#db.updateTable("batches").set({ artifacts_at: at }).where("id", "=", batchId).execute();
   }
 
   async countJobsByStatus(): Promise<Record<JobStatus, number>> {

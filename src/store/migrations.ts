@@ -121,6 +121,59 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0002_batches": {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable("jobs").addColumn("batch_id", "text").execute();
+      await db.schema.alterTable("jobs").addColumn("result", "text").execute();
+      // Children are claimed batch by batch in id order; the generic claim skips them.
+      await db.schema
+        .createIndex("jobs_batch_claim")
+        .on("jobs")
+        .columns(["batch_id", "id"])
+        .where(sql.ref("status"), "=", "queued")
+        .execute();
+      await db.schema.createIndex("jobs_batch").on("jobs").columns(["batch_id", "status", "id"]).execute();
+      await db.schema
+        .createTable("batches")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("model", "text", (c) => c.notNull())
+        .addColumn("model_version", "text", (c) => c.notNull())
+        .addColumn("status", "text", (c) => c.notNull())
+        .addColumn("priority", "integer", (c) => c.notNull())
+        .addColumn("max_concurrent", "integer", (c) => c.notNull())
+        .addColumn("total", "integer", (c) => c.notNull())
+        .addColumn("pending", "integer", (c) => c.notNull())
+        .addColumn("running", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("completed", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("failed", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("cancelled", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("score_name", "text", (c) => c.notNull())
+        .addColumn("score_unit", "text", (c) => c.notNull())
+        .addColumn("score_better", "text", (c) => c.notNull())
+        .addColumn("best_score", "double precision")
+        .addColumn("best_job_id", "text")
+        .addColumn("score_count", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("score_sum", "double precision", (c) => c.notNull().defaultTo(0))
+        .addColumn("score_square_sum", "double precision", (c) => c.notNull().defaultTo(0))
+        .addColumn("spec", "text", (c) => c.notNull())
+        .addColumn("cancel_requested", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("created_at", "bigint", (c) => c.notNull())
+        .addColumn("started_at", "bigint")
+        .addColumn("finished_at", "bigint")
+        .addColumn("artifacts_at", "bigint")
+        .execute();
+      await db.schema.createIndex("batches_org").on("batches").columns(["org_id", "id"]).execute();
+      // Claimers look for batches with children left, best priority first.
+      await db.schema
+        .createIndex("batches_claim")
+        .on("batches")
+        .columns(["priority desc", "id"])
+        .where(sql.ref("pending"), ">", 0)
+        .execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

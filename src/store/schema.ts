@@ -54,6 +54,38 @@ export interface Database {
     progress: string | null;
     error: string | null;
     compute: string | null;
+    batch_id: string | null;
+    result: string | null;
+  };
+  batches: {
+    id: string;
+    org_id: string;
+    name: string;
+    model: string;
+    model_version: string;
+    status: string;
+    priority: number;
+    max_concurrent: number;
+    total: number;
+    pending: number;
+    running: Generated<number>;
+    completed: Generated<number>;
+    failed: Generated<number>;
+    cancelled: Generated<number>;
+    score_name: string;
+    score_unit: string;
+    score_better: string;
+    best_score: number | null;
+    best_job_id: string | null;
+    score_count: Generated<number>;
+    score_sum: Generated<number>;
+    score_square_sum: Generated<number>;
+    spec: string;
+    cancel_requested: Generated<number>;
+    created_at: number;
+    started_at: number | null;
+    finished_at: number | null;
+    artifacts_at: number | null;
   };
   job_logs: {
     job_id: string;

@@ -1,3 +1,4 @@
+import type { Batch } from "../domain/batch.ts";
 import type { Instance, InstanceState } from "../domain/instance.ts";
 import type { Job, JobError, JobProgress, JobStatus } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
@@ -77,10 +78,46 @@ export interface LeaseRef {
 
 export type HeartbeatResult = { held: true; cancelRequested: boolean } | { held: false };
 
+/** A prediction's result travels with its success; `score` also feeds its batch's statistics. */
 export type FinishOutcome =
-  | { status: "succeeded" }
+  | { status: "succeeded"; result?: JsonObject; score?: number }
   | { status: "cancelled"; error?: JobError }
-  | { status: "failed"; error: JobError };
+  | { status: "failed"; error: JobError; result?: JsonObject };
+
+export interface NewBatch {
+  id: string;
+  orgId: string;
+  name: string;
+  model: string;
+  modelVersion: string;
+  priority: number;
+  maxConcurrent: number;
+  score: { name: string; unit: string; better: "lower" | "higher" };
+  spec: JsonObject;
+  createdAt: number;
+}
+
+/** One child of a new batch: its spec, or a submit-time failure (an invalid row with skip_invalid). */
+export interface NewBatchChild {
+  id: string;
+  spec: JsonObject;
+  failure?: JobError;
+}
+
+export interface BatchChildPolicy {
+  maxAttempts: number;
+  backoffMinMs: number;
+  backoffMaxMs: number;
+  timeoutMs: number;
+}
+
+export interface BatchClaimRequest extends Omit<ClaimRequest, "limit"> {
+  /** Keep working on this batch (the instance has its model loaded); otherwise the best batch. */
+  batchId?: string;
+  /** Models this instance can run; batches of other models are left to other instances. */
+  models: readonly string[];
+  limit: number;
+}
 
 export interface LogEntry {
   attempt: number;
@@ -102,6 +139,16 @@ export interface NewInstance {
 export interface ListJobsQuery {
   orgId: string;
   notebookId?: string;
+  kind?: Job["kind"];
+  limit: number;
+}
+
+export interface ListChildrenQuery {
+  orgId: string;
+  batchId: string;
+  status?: JobStatus;
+  /** Children after this id (the previous page's last). */
+  after?: string;
   limit: number;
 }
 
@@ -151,7 +198,26 @@ export interface Store {
    * agent enforces the timeout itself and saves outputs; the grace lets it). Returns the jobs changed.
    */
   reapExpired(now: number, timeoutGraceMs: number): Promise<Job[]>;
+  /** Runnable work: queued jobs outside batches, plus one per batch that may start another child. */
   countReadyJobs(now: number): Promise<number>;
+
+  /** Inserts a batch and all its children in one transaction (failed children already ended). */
+  insertBatch(batch: NewBatch, children: NewBatchChild[], policy: BatchChildPolicy): Promise<Batch>;
+  getBatch(orgId: string, id: string): Promise<Batch | null>;
+  listBatches(orgId: string, limit: number): Promise<Batch[]>;
+  listBatchChildren(query: ListChildrenQuery): Promise<Job[]>;
+  /**
+   * Claims up to `limit` queued children of one batch, never more than its `max_concurrent` running
+   * at once; empty when no batch of these models has a child to give.
+   */
+  claimBatchChildren(request: BatchClaimRequest): Promise<{ batch: Batch; jobs: Job[] } | null>;
+  /** The best priority waiting outside batches and inside batches (null: none), so claims honour both. */
+  topQueuedPriorities(now: number): Promise<{ single: number | null; batch: number | null }>;
+  /** Cancels the batch's queued children at once and flags its running ones. */
+  requestBatchCancel(orgId: string, id: string, now: number): Promise<Batch | null>;
+  /** Batches whose artifacts are older than `staleMs` and have changed since, finished ones first. */
+  batchesDueForArtifacts(now: number, staleMs: number, limit: number): Promise<Batch[]>;
+  markArtifactsWritten(batchId: string, at: number): Promise<void>;
   countJobsByStatus(): Promise<Record<JobStatus, number>>;
 
   appendLogs(jobId: string, orgId: string, entries: LogEntry[]): Promise<void>;

@@ -304,6 +304,180 @@ for (const dialect of DIALECTS) {
       assert.ok(counts.terminated >= 1);
     });
 
+    describe("batches", () => {
+      const policy = { maxAttempts: 2, backoffMinMs: 0, backoffMaxMs: 0, timeoutMs: 60_000 };
+      const newBatch = async (
+        children: number,
+        options: { maxConcurrent?: number; invalid?: number } = {},
+      ) => {
+        const model = `model-${newId("m")}`;
+        const batch = await store.insertBatch(
+          {
+            id: newId("batch"),
+            orgId: ORG,
+            name: "screen",
+            model,
+            modelVersion: "1",
+            priority: 0,
+            maxConcurrent: options.maxConcurrent ?? 100,
+            score: { name: "affinity", unit: "kcal/mol", better: "lower" },
+            spec: { target: "x" },
+            createdAt: 1_000,
+          },
+          Array.from({ length: children }, (_, i) => ({
+            id: newId("job"),
+            spec: { ligand: i },
+            ...(i < (options.invalid ?? 0)
+              ? { failure: { code: "invalid_smiles", message: "bad", retryable: false } }
+              : {}),
+          })),
+          policy,
+        );
+        return { batch, model };
+      };
+      const claim = (model: string, limit: number, now = 2_000) =>
+        store.claimBatchChildren({ owner: "inst", models: [model], limit, leaseMs: 10_000, now });
+      const lease = (job: { id: string; leaseToken: string | null }) => ({
+        jobId: job.id,
+        leaseToken: job.leaseToken!,
+      });
+
+      it("counts children on the batch as they are claimed and end, never by scanning", async () => {
+        const { batch, model } = await newBatch(5, { invalid: 1 });
+        assert.deepEqual(batch.counters, {
+          total: 5,
+          pending: 4,
+          running: 0,
+          completed: 0,
+          failed: 1,
+          cancelled: 0,
+        });
+        assert.equal(batch.status, "queued");
+        const claimed = await claim(model, 3);
+        assert.equal(claimed?.jobs.length, 3);
+        assert.equal(claimed?.batch.status, "running");
+        assert.deepEqual(claimed?.batch.counters, {
+          total: 5,
+          pending: 1,
+          running: 3,
+          completed: 0,
+          failed: 1,
+          cancelled: 0,
+        });
+        const [a, b, c] = claimed!.jobs;
+        await store.finish(lease(a!), { status: "succeeded", score: -7.5, result: { score: -7.5 } }, 3_000);
+        await store.finish(lease(b!), { status: "succeeded", score: -9.25, result: { score: -9.25 } }, 3_000);
+        // Delivered twice: counted once.
+        assert.equal(await store.finish(lease(b!), { status: "succeeded", score: -9.25 }, 3_001), null);
+        await store.finish(
+          lease(c!),
+          { status: "failed", error: { code: "x", message: "x", retryable: false } },
+          3_002,
+        );
+        const now = await store.getBatch(ORG, batch.id);
+        assert.deepEqual(now?.counters, {
+          total: 5,
+          pending: 1,
+          running: 0,
+          completed: 2,
+          failed: 2,
+          cancelled: 0,
+        });
+        assert.equal(now?.bestScore, -9.25);
+        assert.equal(now?.bestJobId, b!.id);
+        assert.equal(now?.scoreCount, 2);
+        assert.equal(now?.scoreSum, -16.75);
+        assert.deepEqual((await store.getJob(ORG, a!.id))?.result, { score: -7.5 });
+        const [last] = (await claim(model, 5))!.jobs;
+        await store.finish(lease(last!), { status: "succeeded", score: -1 }, 4_000);
+        const done = await store.getBatch(ORG, batch.id);
+        assert.equal(done?.status, "succeeded");
+        assert.equal(done?.finishedAt, 4_000);
+        assert.equal(await claim(model, 5), null);
+      });
+
+      it("never runs more than max_concurrent children at once", async () => {
+        const { batch, model } = await newBatch(6, { maxConcurrent: 2 });
+        const first = await claim(model, 5);
+        assert.equal(first?.jobs.length, 2);
+        assert.equal(await claim(model, 5), null, "the batch is at its limit");
+        await store.finish(lease(first!.jobs[0]!), { status: "succeeded", score: 1 }, 3_000);
+        assert.equal((await claim(model, 5))?.jobs.length, 1);
+        const concurrent = await Promise.all([claim(model, 5), claim(model, 5)]);
+        assert.equal(concurrent.filter(Boolean).length, 0);
+        const now = await store.getBatch(ORG, batch.id);
+        assert.equal(now?.counters.running, 2);
+        await store.requestBatchCancel(ORG, batch.id, 5_000);
+      });
+
+      it("moves retried, reaped and released children back to pending", async () => {
+        const { batch, model } = await newBatch(3);
+        const { jobs } = (await claim(model, 3))!;
+        await store.finish(
+          lease(jobs[0]!),
+          { status: "failed", error: { code: "x", message: "x", retryable: true } },
+          3_000,
+        );
+        await store.release(lease(jobs[1]!), 3_000);
+        const reaped = await store.reapExpired(20_000, 0);
+        assert.ok(reaped.some((j) => j.id === jobs[2]!.id));
+        const now = await store.getBatch(ORG, batch.id);
+        assert.deepEqual(now?.counters, {
+          total: 3,
+          pending: 3,
+          running: 0,
+          completed: 0,
+          failed: 0,
+          cancelled: 0,
+        });
+        await store.requestBatchCancel(ORG, batch.id, 30_000);
+      });
+
+      it("cancels queued children at once and flags running ones; the batch ends cancelled", async () => {
+        const { batch, model } = await newBatch(4);
+        const { jobs } = (await claim(model, 1))!;
+        const cancelled = await store.requestBatchCancel(ORG, batch.id, 3_000);
+        assert.deepEqual(cancelled?.counters, {
+          total: 4,
+          pending: 0,
+          running: 1,
+          completed: 0,
+          failed: 0,
+          cancelled: 3,
+        });
+        assert.equal(cancelled?.status, "running");
+        const beat = await store.heartbeat(lease(jobs[0]!), 3_100, 10_000);
+        assert.deepEqual(beat, { held: true, cancelRequested: true });
+        await store.finish(lease(jobs[0]!), { status: "cancelled" }, 3_200);
+        const ended = await store.getBatch(ORG, batch.id);
+        assert.equal(ended?.status, "cancelled");
+        assert.equal(ended?.counters.cancelled, 4);
+        assert.equal(await store.getBatch(OTHER_ORG, batch.id), null, "batches are scoped by org");
+      });
+
+      it("keeps children out of the generic claim and lists them page by page", async () => {
+        const { batch } = await newBatch(5);
+        const generic = await store.claim({ owner: "w", limit: 100, leaseMs: 1_000, now: 2_000 });
+        assert.ok(generic.every((j) => j.batchId === null));
+        const priorities = await store.topQueuedPriorities(2_000);
+        assert.equal(priorities.batch, 0);
+        const first = await store.listBatchChildren({ orgId: ORG, batchId: batch.id, limit: 3 });
+        const rest = await store.listBatchChildren({
+          orgId: ORG,
+          batchId: batch.id,
+          after: first.at(-1)!.id,
+          limit: 3,
+        });
+        assert.equal(first.length + rest.length, 5);
+        assert.equal(new Set([...first, ...rest].map((j) => j.id)).size, 5);
+        assert.equal(
+          (await store.listBatchChildren({ orgId: OTHER_ORG, batchId: batch.id, limit: 10 })).length,
+          0,
+        );
+        await store.requestBatchCancel(ORG, batch.id, 3_000);
+      });
+    });
+
     it("runs each periodic loop once per interval across processes", async () => {
       const stores = [store, fixture.open(), fixture.open()];
       const wins = await Promise.all(stores.map((s) => s.tryRunLoop("reaper", 1000, 5_000)));

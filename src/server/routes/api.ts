@@ -164,7 +164,9 @@ export function apiRoutes(ctx: AppContext) {
     );
 
     app.get("/runs", { schema: { tags: ["runs"], querystring: ListQuery } }, async (request) => ({
-      runs: (await ctx.store.listJobs({ orgId: request.orgId, limit: request.query.limit ?? 100 })).map(
+      runs: (
+        await ctx.store.listJobs({ orgId: request.orgId, kind: "notebook", limit: request.query.limit ?? 100 })
+      ).map(
         runView,
       ),
     }));
