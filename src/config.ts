@@ -22,6 +22,12 @@ export interface Config {
   schedulerIntervalMs: number;
   shutdownGraceS: number;
   localMaxInstances: number;
+  /** Most ligands one batch may hold. */
+  maxBatchLigands: number;
+  /** Children of one batch running at once when the request gives no max_concurrent. */
+  defaultMaxConcurrent: number;
+  /** How often a running batch's artifacts (results CSV, summary, histogram, top-10 zip) are refreshed. */
+  batchArtifactsRefreshS: number;
   python: string;
   logLevel: string;
 }
@@ -66,6 +72,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     schedulerIntervalMs: int(env, "HANGAR_SCHEDULER_INTERVAL_MS", 500, 10),
     shutdownGraceS: int(env, "HANGAR_SHUTDOWN_GRACE_S", 30, 0),
     localMaxInstances: int(env, "HANGAR_LOCAL_MAX_INSTANCES", 2, 1),
+    maxBatchLigands: int(env, "HANGAR_MAX_BATCH_LIGANDS", 100_000, 1),
+    defaultMaxConcurrent: int(env, "HANGAR_BATCH_MAX_CONCURRENT", 64, 1),
+    batchArtifactsRefreshS: int(env, "HANGAR_BATCH_ARTIFACTS_REFRESH_S", 30, 1),
     python: env.HANGAR_PYTHON ?? "/usr/bin/python3",
     logLevel: env.HANGAR_LOG_LEVEL ?? "info",
     ...overrides,

@@ -1,11 +1,13 @@
 import { mkdir, rm, stat } from "node:fs/promises";
-import { hostname, tmpdir } from "node:os";
+import { availableParallelism, hostname, tmpdir } from "node:os";
 import { basename, join } from "node:path";
-import type { Assignment } from "../app/agent-hub.ts";
+import type { AnyAssignment, Assignment } from "../app/agent-hub.ts";
 import type { JobError, JobProgress } from "../domain/job.ts";
 import { ControlPlaneClient, ControlPlaneError } from "./control-plane-client.ts";
 import { LogShipper } from "./log-shipper.ts";
 import { executeNotebook, type NotebookOutcome } from "./notebook/executor.ts";
+import { builtInRunners } from "./predict/runners.ts";
+import { PredictionUnitRunner } from "./predict/unit.ts";
 import { downloadTo, listFiles, TransferError, uploadFrom } from "./transfer.ts";
 
 /** Failures that another attempt cannot fix: the notebook itself is at fault. */
@@ -45,6 +47,7 @@ class Agent {
   readonly #settings: AgentSettings;
   readonly #client: ControlPlaneClient;
   readonly #shutdown = new AbortController();
+  readonly #runners = builtInRunners();
   #heartbeatS = 5;
   #python = "/usr/bin/python3";
 
@@ -70,12 +73,23 @@ class Agent {
     this.#heartbeatS = registration!.heartbeat_s;
     this.#python = this.#settings.python ?? registration!.python;
     log("registered", { instance_id: this.#settings.instanceId, host: hostname() });
+    const predictions = new PredictionUnitRunner(this.#client, {
+      workRoot: this.#settings.workDir,
+      heartbeatS: this.#heartbeatS,
+      runners: this.#runners,
+    });
+    let lastBatch: string | null = null;
     while (!this.#shutdown.signal.aborted) {
-      let assignment: Assignment | null;
+      let assignment: AnyAssignment | null;
       try {
-        assignment = await this.#client.post<Assignment>(
+        assignment = await this.#client.post<AnyAssignment>(
           "/agent/v1/claim",
-          { wait_s: 20 },
+          {
+            wait_s: 20,
+            models: [...this.#runners.keys()],
+            cores: availableParallelism(),
+            ...(lastBatch ? { prefer_batch: lastBatch } : {}),
+          },
           60_000,
           this.#shutdown.signal,
         );
@@ -87,7 +101,11 @@ class Agent {
         }
         throw error;
       }
-      if (assignment) await this.#runJob(assignment);
+      if (assignment?.kind === "notebook") await this.#runJob(assignment);
+      if (assignment?.kind === "predict") {
+        lastBatch = assignment.batch_id;
+        await predictions.run(assignment, this.#shutdown.signal);
+      }
     }
   }
 

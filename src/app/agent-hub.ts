@@ -5,13 +5,17 @@ import { badRequest, conflict, HangarError, unauthorized } from "../domain/error
 import type { Instance } from "../domain/instance.ts";
 import { isTerminal, type Job, type JobError, type JobProgress } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
+import type { ModelSpec, PredictionInput } from "../models/model.ts";
+import { MODEL_SPECS } from "../models/registry.ts";
 import type { FinishOutcome, LeaseRef, LogEntry } from "../store/store.ts";
 import { generateSecret, hashSecret } from "./api-keys.ts";
 import type { AppContext } from "./context.ts";
+import type { PredictionJobSpec, PredictionTargetSpec } from "./predictions.ts";
 import { type NotebookRunSpec, runArea, writeRunLog } from "./runs.ts";
 
-/** What an agent receives with a claimed job: everything it needs, reachable through signed URLs. */
+/** What an agent receives with a claimed notebook run: everything it needs, through signed URLs. */
 export interface Assignment {
+  kind: "notebook";
   job_id: string;
   lease_token: string;
   attempt: number;
@@ -21,6 +25,43 @@ export interface Assignment {
   parameters: JsonObject;
   notebook: { name: string; url: string };
   inputs: { path: string; size: number; url: string }[];
+}
+
+/** One ligand of a work unit, with the lease of its job. */
+export interface PredictionItem {
+  job_id: string;
+  lease_token: string;
+  attempt: number;
+  log_seq_after: number;
+  input: PredictionInput;
+}
+
+/** Children of one batch (or one single prediction) claimed together: one model, one target. */
+export interface PredictionAssignment {
+  kind: "predict";
+  model: string;
+  batch_id: string | null;
+  timeout_s: number;
+  target: { receptor: { name: string; url: string } | null; protein_sequence: string | null };
+  parameters: JsonObject;
+  items: PredictionItem[];
+}
+
+export type AnyAssignment = Assignment | PredictionAssignment;
+
+/** What an agent tells the control plane when it asks for work. */
+export interface AgentCapacity {
+  /** Models the agent has runners for (each checks its own install when it runs). */
+  models: readonly string[];
+  cores: number;
+  /** The batch it just worked on: more of it reuses the loaded model and prepared target. */
+  preferBatch?: string;
+}
+
+/** Children per claim: `perProcess` inputs for each of the processes one instance runs side by side. */
+function unitSize(spec: ModelSpec, cores: number): number {
+  const parallel = spec.packing.parallel === "cores" ? Math.max(1, cores) : spec.packing.parallel;
+  return spec.packing.perProcess * parallel;
 }
 
 const leaseLost = (jobId: string) =>
@@ -61,11 +102,19 @@ export class AgentHub {
     return instance;
   }
 
-  /** Long poll: waits up to `waitMs` for a claimable job; null when none came. */
-  async claim(instance: Instance, waitMs: number, signal: AbortSignal): Promise<Assignment | null> {
-    const { store, config } = this.#ctx;
+  /**
+   * Long poll: waits up to `waitMs` for work; null when none came. Work is one notebook run, or a
+   * unit of predictions: a single one, or children of one batch packed for the instance's model.
+   */
+  async claim(
+    instance: Instance,
+    waitMs: number,
+    signal: AbortSignal,
+    capacity: AgentCapacity,
+  ): Promise<AnyAssignment | null> {
+    const { store } = this.#ctx;
     const deadline = this.#ctx.now() + waitMs;
-    // An agent runs one job at a time, so one asking for work holds none: an instance left busy by a
+    // An agent runs one unit at a time, so one asking for work holds none: an instance left busy by a
     // job that ended without it (reaped, cancelled, lease lost) becomes idle again here.
     if (instance.state === "busy")
       await store.transitionInstance(instance.id, ["busy"], "idle", this.#ctx.now());
@@ -76,27 +125,24 @@ export class AgentHub {
     }
     while (!this.#ctx.draining && !signal.aborted) {
       const now = this.#ctx.now();
-      const [job] = await store.claim({
-        owner: instance.id,
-        limit: 1,
-        leaseMs: config.leaseS * 1000,
-        now,
-        compute: {
-          instance_id: instance.id,
-          provider: instance.provider,
-          gpus: instance.gpus.map((g) => ({ index: g.index, name: g.name, memory_mib: g.memoryMiB })),
-        },
-      });
-      if (job) {
+      const claimed = await this.#claimOnce(instance, capacity, now);
+      if (claimed.length > 0) {
         if (!(await store.transitionInstance(instance.id, ["ready", "idle"], "busy", now))) {
-          // The instance was terminated meanwhile: the job goes back untouched, the agent learns on its next call.
-          const released = await store.release({ jobId: job.id, leaseToken: job.leaseToken! }, now);
-          if (released) await this.announceJobChange(released);
+          // The instance was terminated meanwhile: the jobs go back untouched, the agent learns on its next call.
+          for (const job of claimed) {
+            const released = await store.release({ jobId: job.id, leaseToken: job.leaseToken! }, now);
+            if (released) await this.announceJobChange(released);
+          }
           return null;
         }
-        this.#ctx.metrics.queueWait.observe(Math.max(0, now - job.runAt) / 1000);
-        this.#ctx.events.emit(`job:${job.id}`);
-        return this.#assignment(job);
+        for (const job of claimed) {
+          this.#ctx.metrics.queueWait.observe(Math.max(0, now - job.runAt) / 1000);
+          this.#ctx.events.emit(`job:${job.id}`);
+        }
+        if (claimed[0]!.batchId) this.#ctx.events.emit(`batch:${claimed[0]!.batchId}`);
+        return claimed[0]!.kind === "notebook"
+          ? this.#assignment(claimed[0]!)
+          : this.#predictionUnit(claimed);
       }
       const remaining = deadline - now;
       if (remaining <= 0) return null;
@@ -106,6 +152,95 @@ export class AgentHub {
       }).catch(() => undefined);
     }
     return null;
+  }
+
+  /**
+   * One claim attempt: the batch the instance is already working on (its model is loaded), else
+   * whichever waits with the better priority — a job outside batches, or a batch's children.
+   */
+  async #claimOnce(instance: Instance, capacity: AgentCapacity, now: number): Promise<Job[]> {
+    const { store, config } = this.#ctx;
+    const compute = {
+      instance_id: instance.id,
+      provider: instance.provider,
+      gpus: instance.gpus.map((g) => ({ index: g.index, name: g.name, memory_mib: g.memoryMiB })),
+    };
+    const models = capacity.models.filter((name) => MODEL_SPECS.has(name));
+    const batchClaim = (batchId?: string) =>
+      store.claimBatchChildren({
+        owner: instance.id,
+        models,
+        limitFor: (model) => unitSize(MODEL_SPECS.get(model)!, capacity.cores),
+        leaseMs: config.leaseS * 1000,
+        now,
+        compute,
+        ...(batchId ? { batchId } : {}),
+      });
+    if (capacity.preferBatch) {
+      const same = await batchClaim(capacity.preferBatch);
+      if (same) return same.jobs;
+    }
+    const top = await store.topQueuedPriorities(now);
+    if (top.batch !== null && (top.single === null || top.batch > top.single)) {
+      const children = await batchClaim();
+      if (children) return children.jobs;
+    }
+    const single = await store.claim({
+      owner: instance.id,
+      limit: 1,
+      leaseMs: config.leaseS * 1000,
+      now,
+      compute,
+    });
+    if (single.length > 0 || top.batch === null) return single;
+    return (await batchClaim())?.jobs ?? [];
+  }
+
+  async #predictionUnit(jobs: Job[]): Promise<PredictionAssignment> {
+    const { store, blobs, config } = this.#ctx;
+    const first = jobs[0]!;
+    const batch = first.batchId ? await store.getBatch(first.orgId, first.batchId) : null;
+    const spec = (batch?.spec ?? first.spec) as unknown as PredictionTargetSpec;
+    const ttl = Math.max(config.signedUrlTtlS, Math.ceil(first.timeoutMs / 1000));
+    const items: PredictionItem[] = [];
+    for (const job of jobs) {
+      if (job.attempts > 1) await blobs.delete(`${runArea(job.id)}/output/`);
+      const ligand = (job.spec as unknown as PredictionJobSpec).ligand;
+      items.push({
+        job_id: job.id,
+        lease_token: job.leaseToken!,
+        attempt: job.attempts,
+        log_seq_after: await store.lastLogSeq(job.id, job.attempts),
+        input: { id: ligand.input_id, name: ligand.name, smiles: ligand.smiles },
+      });
+    }
+    const receptor = spec.target.receptor;
+    return {
+      kind: "predict",
+      model: spec.model,
+      batch_id: first.batchId,
+      timeout_s: Math.ceil(first.timeoutMs / 1000),
+      target: {
+        receptor: receptor
+          ? { name: receptor.path, url: await blobs.signedUrl(receptor.blob_key, "GET", ttl) }
+          : null,
+        protein_sequence: spec.target.protein_sequence,
+      },
+      parameters: spec.parameters,
+      items,
+    };
+  }
+
+  /** Heartbeats for every job of a work unit in one call. */
+  async heartbeats(leases: LeaseRef[]): Promise<{ cancel: string[]; lost: string[] }> {
+    const now = this.#ctx.now();
+    const answer = { cancel: [] as string[], lost: [] as string[] };
+    for (const lease of leases) {
+      const result = await this.#ctx.store.heartbeat(lease, now, this.#ctx.config.leaseS * 1000);
+      if (!result.held) answer.lost.push(lease.jobId);
+      else if (result.cancelRequested) answer.cancel.push(lease.jobId);
+    }
+    return answer;
   }
 
   async #assignment(job: Job): Promise<Assignment> {
@@ -129,6 +264,7 @@ export class AgentHub {
       }
     }
     return {
+      kind: "notebook",
       job_id: job.id,
       lease_token: job.leaseToken!,
       attempt: job.attempts,
@@ -199,6 +335,7 @@ export class AgentHub {
     if (isTerminal(job.status)) await writeRunLog(this.#ctx, job);
     else this.#ctx.events.emit("work");
     this.#ctx.events.emit(`job:${job.id}`);
+    if (job.batchId) this.#ctx.events.emit(`batch:${job.batchId}`);
   }
 
   async finish(instance: Instance, lease: LeaseRef, outcome: FinishOutcome): Promise<Job> {

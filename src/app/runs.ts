@@ -123,7 +123,8 @@ export async function submitRun(
 export async function getRun(ctx: AppContext, orgId: string, runId: string): Promise<Job> {
   const job = await ctx.store.getJob(orgId, runId);
   // Predictions are jobs too, but not notebook runs: they answer under /jobs.
-  if (job?.kind !== "notebook") throw notFound("run_not_found", `Run ${runId} does not exist`, { run_id: runId });
+  if (job?.kind !== "notebook")
+    throw notFound("run_not_found", `Run ${runId} does not exist`, { run_id: runId });
   return job;
 }
 

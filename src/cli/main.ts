@@ -4,6 +4,7 @@ import { loadConfig } from "../config.ts";
 import { startServer } from "../server/server.ts";
 import { ApiError, HangarClient, type RunView } from "./client.ts";
 import { describeRun, downloadRun, pushDataset, submitNotebookRun, waitForRun } from "./commands.ts";
+import { addPredictionCommands, downloadPredictionFiles } from "./predictions.ts";
 import { quickstart } from "./quickstart.ts";
 
 const integer = (value: string): number => {
@@ -121,12 +122,20 @@ program
 
 program
   .command("download")
-  .description("download the executed notebook, the log and the output files")
+  .description(
+    "download a run's executed notebook, log and outputs; a batch's artifacts; a prediction's files",
+  )
   .argument("<id>")
   .option("--out <dir>", "where to put them (default ./hangar-output/<id>)")
   .action(async (id: string, options: { out?: string }) => {
     const out = resolve(options.out ?? `hangar-output/${id}`);
-    for (const path of await downloadRun(HangarClient.fromEnv(), id, out)) print(path);
+    const client = HangarClient.fromEnv();
+    // Batches and prediction jobs have their own files; runs keep theirs.
+    const saved =
+      id.startsWith("batch_") || id.startsWith("job_")
+        ? await downloadPredictionFiles(client, id, out)
+        : await downloadRun(client, id, out);
+    for (const path of saved) print(path);
   });
 
 program
@@ -156,6 +165,8 @@ program
         );
       }),
   );
+
+addPredictionCommands(program);
 
 program
   .command("quickstart")

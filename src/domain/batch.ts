@@ -64,10 +64,16 @@ export interface Batch {
   createdAt: number;
   startedAt: number | null;
   finishedAt: number | null;
+  /** When its artifacts were last written; they are final once this is at or after `finishedAt`. */
+  artifactsAt: number | null;
 }
 
 /** The status a batch has once its counters say so; a batch with work left stays running. */
-export function batchStatusOf(counters: BatchCounters, cancelRequested: boolean, started: boolean): BatchStatus {
+export function batchStatusOf(
+  counters: BatchCounters,
+  cancelRequested: boolean,
+  started: boolean,
+): BatchStatus {
   if (counters.pending + counters.running > 0) return started ? "running" : "queued";
   if (cancelRequested) return "cancelled";
   return counters.completed > 0 ? "succeeded" : "failed";

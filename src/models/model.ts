@@ -133,7 +133,11 @@ export interface ModelRunner {
     context: PredictionContext,
   ): Promise<{ command: CommandSpec | null; failed: PredictionResult[] }>;
   /** Reads what the process wrote: one result per input, failures included. */
-  parse(inputs: PredictionInput[], context: PredictionContext, exit: ProcessExit): Promise<PredictionResult[]>;
+  parse(
+    inputs: PredictionInput[],
+    context: PredictionContext,
+    exit: ProcessExit,
+  ): Promise<PredictionResult[]>;
 }
 
 export interface ProcessExit {

@@ -1,7 +1,10 @@
 import { randomBytes } from "node:crypto";
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { AgentHub } from "../app/agent-hub.ts";
 import { hashSecret } from "../app/api-keys.ts";
+import { writeBatchArtifacts } from "../app/batch-results.ts";
 import type { AppContext } from "../app/context.ts";
 import { LaunchBackoff } from "../domain/backoff.ts";
 import { newId } from "../domain/ids.ts";
@@ -72,6 +75,23 @@ export class Scheduler {
     if (await store.tryRunLoop("instances", interval, now)) await this.superviseInstances(now);
     if (!this.#ctx.draining && (await store.tryRunLoop("provision", interval, now)))
       await this.provision(now);
+    if (await store.tryRunLoop("batch_artifacts", interval, now)) await this.refreshBatchArtifacts(now);
+  }
+
+  /** Rewrites the artifacts of batches that finished, or ran on, since theirs were written. */
+  async refreshBatchArtifacts(now: number): Promise<void> {
+    const { store, config, log } = this.#ctx;
+    const due = await store.batchesDueForArtifacts(now, config.batchArtifactsRefreshS * 1000, 5);
+    if (due.length === 0) return;
+    const scratch = join(config.dataDir, "tmp");
+    await mkdir(scratch, { recursive: true });
+    for (const batch of due) {
+      try {
+        await writeBatchArtifacts(this.#ctx, batch, scratch);
+      } catch (error) {
+        log.error({ err: error, batch_id: batch.id }, "writing batch artifacts failed");
+      }
+    }
   }
 
   async reap(now: number): Promise<void> {

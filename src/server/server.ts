@@ -18,6 +18,20 @@ export const AGENT_BUNDLE = join(REPO_ROOT, "dist", "agent.mjs");
 export const ADMIN_KEY_FILE = "admin-api-key";
 const DEFAULT_ORG = "org_default";
 
+/** Where models live on this host: passed to local agents, which otherwise inherit no HANGAR_* setting. */
+const MODEL_SETTINGS = [
+  "HANGAR_VINA_CMD",
+  "HANGAR_OBABEL_CMD",
+  "HANGAR_BOLTZ_CMD",
+  "HANGAR_BOLTZ_CACHE",
+  "HANGAR_AF3_CMD",
+  "HANGAR_AF3_MODEL_DIR",
+];
+
+function modelSettings(env: NodeJS.ProcessEnv): Record<string, string> {
+  return Object.fromEntries(MODEL_SETTINGS.flatMap((name) => (env[name] ? [[name, env[name]]] : [])));
+}
+
 export interface RunningServer {
   url: string;
   ctx: AppContext;
@@ -48,7 +62,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     maxInstances: config.localMaxInstances,
     gpus,
     workRoot: join(config.dataDir, "instances"),
-    env: { HANGAR_PYTHON: config.python },
+    env: { HANGAR_PYTHON: config.python, ...modelSettings(process.env) },
   });
   const ctx: AppContext = {
     config,

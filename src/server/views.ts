@@ -1,4 +1,6 @@
+import type { PredictionJobSpec, PredictionTargetSpec } from "../app/predictions.ts";
 import type { NotebookRunSpec } from "../app/runs.ts";
+import { type Batch, etaSeconds, isBatchFinished, statisticsFromSums } from "../domain/batch.ts";
 import { isTerminal, type Job } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
 import type { DatasetRecord, NotebookRecord } from "../store/store.ts";
@@ -63,5 +65,78 @@ export function runView(job: Job) {
     error: job.error
       ? { code: job.error.code, message: job.error.message, details: job.error.details ?? null }
       : null,
+  };
+}
+
+/** A prediction job: one ligand, alone or in a batch. */
+export function predictionView(job: Job) {
+  const spec = job.spec as unknown as PredictionJobSpec;
+  return {
+    id: job.id,
+    batch_id: job.batchId,
+    model: spec.model,
+    ligand: {
+      name: spec.ligand.name,
+      smiles: spec.ligand.smiles,
+      input_smiles: spec.ligand.input_smiles,
+      fragments_dropped: spec.ligand.fragments_dropped,
+    },
+    status: job.status,
+    attempts: job.attempts,
+    max_attempts: job.maxAttempts,
+    priority: job.priority,
+    created_at: iso(job.createdAt),
+    started_at: iso(job.startedAt),
+    finished_at: iso(job.finishedAt),
+    result: job.result,
+    error: job.error ? { code: job.error.code, message: job.error.message } : null,
+    instance: job.compute,
+  };
+}
+
+export function batchView(batch: Batch, now: number) {
+  const { counters } = batch;
+  const stats = statisticsFromSums(batch.scoreCount, batch.scoreSum, batch.scoreSquareSum);
+  const spec = batch.spec as unknown as PredictionTargetSpec & { skipped?: number };
+  return {
+    id: batch.id,
+    name: batch.name,
+    model: batch.model,
+    model_version: batch.modelVersion,
+    status: batch.status,
+    priority: batch.priority,
+    max_concurrent: batch.maxConcurrent,
+    progress: {
+      total: counters.total,
+      pending: counters.pending,
+      running: counters.running,
+      completed: counters.completed,
+      failed: counters.failed,
+      cancelled: counters.cancelled,
+    },
+    score: {
+      name: batch.scoreName,
+      unit: batch.scoreUnit,
+      better: batch.scoreBetter,
+      best: batch.bestScore,
+      best_job_id: batch.bestJobId,
+      mean: stats.mean,
+      std: stats.std,
+    },
+    eta_s: isBatchFinished(batch.status) ? 0 : etaSeconds(counters, batch.startedAt, now),
+    target: spec.target
+      ? {
+          receptor: spec.target.receptor
+            ? { dataset_id: spec.target.receptor.dataset_id, path: spec.target.receptor.path }
+            : null,
+          protein_sequence: spec.target.protein_sequence,
+        }
+      : null,
+    parameters: spec.parameters,
+    skipped_invalid: spec.skipped ?? 0,
+    cancel_requested: batch.cancelRequested,
+    created_at: iso(batch.createdAt),
+    started_at: iso(batch.startedAt),
+    finished_at: iso(batch.finishedAt),
   };
 }

@@ -44,6 +44,7 @@ export function toBatch(row: BatchRow): Batch {
     createdAt: row.created_at,
     startedAt: row.started_at,
     finishedAt: row.finished_at,
+    artifactsAt: row.artifacts_at,
   };
 }
 

@@ -491,10 +491,7 @@ export class KyselyStore implements Store {
     return this.#releaseWhere(now, (q) => q.where("lease_owner", "=", owner));
   }
 
-  async #releaseWhere(
-    now: number,
-    which: (q: JobsUpdate) => JobsUpdate,
-  ): Promise<Job[]> {
+  async #releaseWhere(now: number, which: (q: JobsUpdate) => JobsUpdate): Promise<Job[]> {
     return this.#db.transaction().execute(async (trx) => {
       const rows = await which(trx.updateTable("jobs").set((eb) => requeuedUnspent(eb, now)))
         .where("status", "=", "running")
@@ -704,7 +701,7 @@ export class KyselyStore implements Store {
       if (this.capabilities.skipLocked) pick = pick.forUpdate().skipLocked();
       const batchRow = await pick.executeTakeFirst();
       if (!batchRow) return null;
-      const room = Math.min(request.limit, batchRow.max_concurrent - batchRow.running);
+      const room = Math.min(request.limitFor(batchRow.model), batchRow.max_concurrent - batchRow.running);
       let candidates = trx
         .selectFrom("jobs")
         .select("id")
@@ -789,10 +786,18 @@ export class KyselyStore implements Store {
         .where("status", "=", "running")
         .execute();
       await moveChildren(trx, id, "queued", "cancelled", Number(cancelled.numUpdatedRows), now);
-      const updated = await trx.selectFrom("batches").selectAll().where("id", "=", id).executeTakeFirstOrThrow();
+      const updated = await trx
+        .selectFrom("batches")
+        .selectAll()
+        .where("id", "=", id)
+        .executeTakeFirstOrThrow();
       // With nothing to move (everything running), the status still has to learn about the cancel.
       await settleStatus(trx, toBatch(updated), now);
-      const settled = await trx.selectFrom("batches").selectAll().where("id", "=", id).executeTakeFirstOrThrow();
+      const settled = await trx
+        .selectFrom("batches")
+        .selectAll()
+        .where("id", "=", id)
+        .executeTakeFirstOrThrow();
       return toBatch(settled);
     });
   }

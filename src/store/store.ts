@@ -116,7 +116,8 @@ export interface BatchClaimRequest extends Omit<ClaimRequest, "limit"> {
   batchId?: string;
   /** Models this instance can run; batches of other models are left to other instances. */
   models: readonly string[];
-  limit: number;
+  /** How many children of a batch of `model` to take at once (its packing on this instance). */
+  limitFor: (model: string) => number;
 }
 
 export interface LogEntry {

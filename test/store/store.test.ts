@@ -310,7 +310,7 @@ for (const dialect of DIALECTS) {
         children: number,
         options: { maxConcurrent?: number; invalid?: number } = {},
       ) => {
-        const model = `model-${newId("m")}`;
+        const model = `model-${newId("batch")}`;
         const batch = await store.insertBatch(
           {
             id: newId("batch"),
@@ -336,7 +336,13 @@ for (const dialect of DIALECTS) {
         return { batch, model };
       };
       const claim = (model: string, limit: number, now = 2_000) =>
-        store.claimBatchChildren({ owner: "inst", models: [model], limit, leaseMs: 10_000, now });
+        store.claimBatchChildren({
+          owner: "inst",
+          models: [model],
+          limitFor: () => limit,
+          leaseMs: 10_000,
+          now,
+        });
       const lease = (job: { id: string; leaseToken: string | null }) => ({
         jobId: job.id,
         leaseToken: job.leaseToken!,

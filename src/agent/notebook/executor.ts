@@ -3,6 +3,7 @@ import { rm, writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { createInterface } from "node:readline";
 import type { JsonValue } from "../../domain/json.ts";
+import { childEnv } from "../child-env.ts";
 import { runnerScriptPath } from "./runner-script.ts";
 
 /** Events of run_notebook.py (one JSON object per stdout line), plus the runner's own stderr lines. */
@@ -139,7 +140,7 @@ async function runRunner(exec: NotebookExecution, args: string[]): Promise<Noteb
   const emit = (event: NotebookEvent) => exec.onEvent?.(event);
   const child = spawn(exec.pythonPath, args, {
     cwd: resolve(exec.workDir),
-    env: { ...withoutHangarSettings(process.env), ...exec.env },
+    env: childEnv(process.env, exec.env),
     stdio: ["ignore", "pipe", "pipe"],
   });
 
@@ -179,10 +180,6 @@ async function runRunner(exec: NotebookExecution, args: string[]): Promise<Noteb
   exec.signal?.removeEventListener("abort", onAbort);
   clearTimeout(killTimer);
   return outcomeOf(state, code, signal, exec.cellTimeoutSeconds);
-}
-
-function withoutHangarSettings(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  return Object.fromEntries(Object.entries(env).filter(([name]) => !name.startsWith("HANGAR_")));
 }
 
 function parseEvent(line: string): NotebookEvent | undefined {

@@ -5,6 +5,7 @@ import type { AgentHub } from "../../app/agent-hub.ts";
 import type { AppContext } from "../../app/context.ts";
 import type { Instance } from "../../domain/instance.ts";
 import type { JobError } from "../../domain/job.ts";
+import type { JsonObject } from "../../domain/json.ts";
 import type { FinishOutcome } from "../../store/store.ts";
 
 declare module "fastify" {
@@ -64,7 +65,12 @@ export function agentRoutes(ctx: AppContext, hub: AgentHub) {
         onRequest: authenticate,
         schema: {
           tags: ["agent"],
-          body: Type.Object({ wait_s: Type.Optional(Type.Number({ minimum: 0, maximum: 60 })) }),
+          body: Type.Object({
+            wait_s: Type.Optional(Type.Number({ minimum: 0, maximum: 60 })),
+            models: Type.Optional(Type.Array(Type.String(), { maxItems: 100 })),
+            cores: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024 })),
+            prefer_batch: Type.Optional(Type.String()),
+          }),
         },
       },
       async (request, reply) => {
@@ -73,18 +79,20 @@ export function agentRoutes(ctx: AppContext, hub: AgentHub) {
         reply.raw.on("close", () => {
           if (!reply.raw.writableEnded) closed.abort();
         });
-        const assignment = await hub.claim(
-          request.instance!,
-          (request.body.wait_s ?? 20) * 1000,
-          closed.signal,
-        );
+        const { body } = request;
+        const assignment = await hub.claim(request.instance!, (body.wait_s ?? 20) * 1000, closed.signal, {
+          models: body.models ?? [],
+          cores: body.cores ?? 1,
+          ...(body.prefer_batch ? { preferBatch: body.prefer_batch } : {}),
+        });
         if (!assignment) return reply.code(204).send();
         if (closed.signal.aborted) {
-          // The agent hung up while we claimed: hand the job back rather than lose an attempt to a lapse.
-          await hub.release(request.instance!, {
-            jobId: assignment.job_id,
-            leaseToken: assignment.lease_token,
-          });
+          // The agent hung up while we claimed: hand the jobs back rather than lose attempts to a lapse.
+          const leases =
+            assignment.kind === "notebook"
+              ? [{ jobId: assignment.job_id, leaseToken: assignment.lease_token }]
+              : assignment.items.map((item) => ({ jobId: item.job_id, leaseToken: item.lease_token }));
+          for (const lease of leases) await hub.release(request.instance!, lease);
           return reply.code(204).send();
         }
         return assignment;
@@ -103,6 +111,23 @@ export function agentRoutes(ctx: AppContext, hub: AgentHub) {
 
     app.post("/jobs/:id/heartbeat", leased({ progress: Type.Optional(Progress) }), async (request) =>
       hub.heartbeat(leaseOf(request), request.body.progress),
+    );
+
+    app.post(
+      "/heartbeats",
+      {
+        onRequest: authenticate,
+        schema: {
+          tags: ["agent"],
+          body: Type.Object({
+            leases: Type.Array(Type.Object({ job_id: Type.String(), lease_token: Type.String() }), {
+              maxItems: 10_000,
+            }),
+          }),
+        },
+      },
+      async (request) =>
+        hub.heartbeats(request.body.leases.map((l) => ({ jobId: l.job_id, leaseToken: l.lease_token }))),
     );
 
     app.post(
@@ -129,10 +154,16 @@ export function agentRoutes(ctx: AppContext, hub: AgentHub) {
       leased({
         status: Type.Union([Type.Literal("succeeded"), Type.Literal("failed"), Type.Literal("cancelled")]),
         error: Type.Optional(ErrorShape),
+        result: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+        score: Type.Optional(Type.Number()),
       }),
       async (request) => {
-        const { status, error } = request.body;
-        let outcome: FinishOutcome = { status: "succeeded" };
+        const { status, error, result, score } = request.body;
+        let outcome: FinishOutcome = {
+          status: "succeeded",
+          ...(result ? { result: result as JsonObject } : {}),
+          ...(score !== undefined ? { score } : {}),
+        };
         if (status === "failed") {
           // A failure the agent could not classify is assumed to be the infrastructure's: retry it.
           const given = error ?? { code: "unknown", message: "The agent gave no details" };

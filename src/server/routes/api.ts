@@ -15,6 +15,7 @@ import {
 import { badRequest, payloadTooLarge, unauthorized } from "../../domain/errors.ts";
 import { isTerminal } from "../../domain/job.ts";
 import { datasetView, notebookView, runView } from "../views.ts";
+import { predictionRoutes } from "./predictions.ts";
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -165,10 +166,12 @@ export function apiRoutes(ctx: AppContext) {
 
     app.get("/runs", { schema: { tags: ["runs"], querystring: ListQuery } }, async (request) => ({
       runs: (
-        await ctx.store.listJobs({ orgId: request.orgId, kind: "notebook", limit: request.query.limit ?? 100 })
-      ).map(
-        runView,
-      ),
+        await ctx.store.listJobs({
+          orgId: request.orgId,
+          kind: "notebook",
+          limit: request.query.limit ?? 100,
+        })
+      ).map(runView),
     }));
 
     app.get("/runs/:id", { schema: { tags: ["runs"], params: Id } }, async (request) =>
@@ -182,6 +185,8 @@ export function apiRoutes(ctx: AppContext) {
     app.get("/runs/:id/download", { schema: { tags: ["runs"], params: Id } }, async (request) =>
       downloadLinks(ctx, request.orgId, request.params.id),
     );
+
+    predictionRoutes(app, ctx);
 
     app.get(
       "/runs/:id/logs",

@@ -1,0 +1,317 @@
+import { availableParallelism } from "node:os";
+import { basename, join } from "node:path";
+import type { PredictionAssignment, PredictionItem } from "../../app/agent-hub.ts";
+import type { JobError } from "../../domain/job.ts";
+import type { JsonObject } from "../../domain/json.ts";
+import type { CommandSpec, ModelRunner, PredictionContext, PredictionResult } from "../../models/model.ts";
+import { type ControlPlaneClient, ControlPlaneError } from "../control-plane-client.ts";
+import { LogShipper } from "../log-shipper.ts";
+import { downloadTo, uploadFrom } from "../transfer.ts";
+import { runModelProcess } from "./process.ts";
+
+interface FinishBody {
+  status: "succeeded" | "failed" | "cancelled";
+  error?: JobError;
+  result?: JsonObject;
+  score?: number;
+}
+
+/** The prepared target of the batch an instance is working on, kept between work units. */
+interface PreparedTarget {
+  key: string;
+  context: PredictionContext;
+}
+
+/**
+ * Runs a work unit down the one path every model shares: check the model is installed, prepare the
+ * shared target once per batch, pack inputs onto processes (`perProcess` each, `parallel` side by
+ * side), parse each process's outputs, upload structures and finish each child on its own lease.
+ */
+export class PredictionUnitRunner {
+  readonly #client: ControlPlaneClient;
+  readonly #workRoot: string;
+  readonly #heartbeatS: number;
+  readonly #runners: ReadonlyMap<string, ModelRunner>;
+  #prepared: PreparedTarget | null = null;
+
+  constructor(
+    client: ControlPlaneClient,
+    options: { workRoot: string; heartbeatS: number; runners: ReadonlyMap<string, ModelRunner> },
+  ) {
+    this.#client = client;
+    this.#workRoot = options.workRoot;
+    this.#heartbeatS = options.heartbeatS;
+    this.#runners = options.runners;
+  }
+
+  /** How many processes of a model run side by side here. */
+  static parallelism(parallel: number | "cores"): number {
+    return parallel === "cores" ? availableParallelism() : parallel;
+  }
+
+  async run(unit: PredictionAssignment, shutdown: AbortSignal): Promise<void> {
+    const open = new Map(unit.items.map((item) => [item.job_id, item]));
+    const logs = new Map(
+      unit.items.map((item) => [
+        item.job_id,
+        new LogShipper(this.#client, item.job_id, item.lease_token, item.attempt, item.log_seq_after),
+      ]),
+    );
+    // Per job: why it must stop (cancel, lease lost, timeout, shutdown), and a signal for its process.
+    const stops = new Map(unit.items.map((item) => [item.job_id, new AbortController()]));
+    const reasons = new Map<string, "cancel" | "lease_lost" | "timeout" | "shutdown">();
+    const stop = (jobId: string, reason: "cancel" | "lease_lost" | "timeout" | "shutdown") => {
+      if (!reasons.has(jobId)) reasons.set(jobId, reason);
+      stops.get(jobId)?.abort();
+    };
+    const onShutdown = () => {
+      for (const id of open.keys()) stop(id, "shutdown");
+    };
+    shutdown.addEventListener("abort", onShutdown);
+    const heartbeat = setInterval(() => void this.#beat(open, stop), this.#heartbeatS * 1000);
+    const timeout = setTimeout(() => {
+      for (const id of open.keys()) stop(id, "timeout");
+    }, unit.timeout_s * 1000);
+    const finish = async (item: PredictionItem, body: FinishBody) => {
+      if (!open.delete(item.job_id)) return;
+      const reason = reasons.get(item.job_id);
+      const log = logs.get(item.job_id)!;
+      const base = `/agent/v1/jobs/${item.job_id}`;
+      const lease = { lease_token: item.lease_token };
+      try {
+        if (reason === "lease_lost") return;
+        if (reason === "shutdown") {
+          await log.close().catch(() => undefined);
+          await this.#client.post(`${base}/release`, lease);
+          return;
+        }
+        const ended = reasonOverride(reason, unit.timeout_s) ?? body;
+        log.line(
+          `finished: ${ended.status}${ended.error ? ` (${ended.error.code}: ${ended.error.message})` : ""}`,
+        );
+        await log.close().catch(() => undefined);
+        await this.#client.post(`${base}/finish`, { ...lease, ...ended });
+      } catch (error) {
+        if (!(error instanceof ControlPlaneError && error.status === 409)) throw error;
+      }
+    };
+
+    try {
+      const runner = this.#runners.get(unit.model);
+      const missing = runner
+        ? await runner.checkInstalled(process.env)
+        : `this agent does not know the model "${unit.model}"`;
+      if (!runner || missing) {
+        for (const item of unit.items) {
+          logs.get(item.job_id)!.line(`model ${unit.model} cannot run here: ${missing}`);
+          await finish(item, {
+            status: "failed",
+            error: { code: "model_not_installed", message: missing!, retryable: false },
+          });
+        }
+        return;
+      }
+      for (const item of unit.items) {
+        logs.get(item.job_id)!.line(`${unit.model}: predicting ${item.input.name} (${item.input.smiles})`);
+      }
+      let context: PredictionContext;
+      try {
+        context = await this.#target(unit, runner);
+      } catch (error) {
+        for (const item of unit.items) {
+          await finish(item, {
+            status: "failed",
+            error: { code: "target_preparation_failed", message: (error as Error).message, retryable: false },
+          });
+        }
+        return;
+      }
+      const groups = chunk(unit.items, runner.spec.packing.perProcess);
+      const parallel = PredictionUnitRunner.parallelism(runner.spec.packing.parallel);
+      let next = 0;
+      const lane = async () => {
+        for (let group = groups[next++]; group; group = groups[next++]) {
+          await this.#runGroup(runner, context, group, { logs, stops, finish });
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(parallel, groups.length) }, lane));
+    } finally {
+      clearInterval(heartbeat);
+      clearTimeout(timeout);
+      shutdown.removeEventListener("abort", onShutdown);
+      for (const item of [...open.values()]) {
+        await finish(item, {
+          status: "failed",
+          error: {
+            code: "agent_error",
+            message: "The agent ended this prediction unexpectedly",
+            retryable: true,
+          },
+        }).catch(() => undefined);
+      }
+      for (const log of logs.values()) await log.close().catch(() => undefined);
+    }
+  }
+
+  /** Downloads and prepares the unit's target, or reuses the one prepared for the same batch. */
+  async #target(unit: PredictionAssignment, runner: ModelRunner): Promise<PredictionContext> {
+    const key = `${unit.model}:${unit.batch_id ?? unit.items[0]!.job_id}`;
+    if (this.#prepared?.key === key) return this.#prepared.context;
+    const workDir = join(this.#workRoot, `predict-${unit.batch_id ?? unit.items[0]!.job_id}`);
+    const context: PredictionContext = {
+      workDir,
+      parameters: unit.parameters,
+      env: process.env,
+      ...(unit.target.protein_sequence ? { proteinSequence: unit.target.protein_sequence } : {}),
+    };
+    if (unit.target.receptor) {
+      context.receptorPath = join(workDir, "target", basename(unit.target.receptor.name));
+      await downloadTo(unit.target.receptor.url, context.receptorPath);
+    }
+    await runner.prepareShared(context);
+    this.#prepared = { key, context };
+    return context;
+  }
+
+  async #runGroup(
+    runner: ModelRunner,
+    context: PredictionContext,
+    group: PredictionItem[],
+    unit: {
+      logs: Map<string, LogShipper>;
+      stops: Map<string, AbortController>;
+      finish: (item: PredictionItem, body: FinishBody) => Promise<void>;
+    },
+  ): Promise<void> {
+    const live = group.filter((item) => !unit.stops.get(item.job_id)!.signal.aborted);
+    for (const item of group) if (!live.includes(item)) await unit.finish(item, { status: "cancelled" });
+    if (live.length === 0) return;
+    const inputs = live.map((item) => item.input);
+    const byInput = new Map(live.map((item) => [item.input.id, item]));
+    const report = async (result: PredictionResult) => {
+      const item = byInput.get(result.inputId);
+      if (item) await unit.finish(item, await this.#finishBody(item, result, runner));
+    };
+    const prepared = await runner.prepare(inputs, context);
+    for (const failure of prepared.failed) await report(failure);
+    if (!prepared.command) return;
+    const command: CommandSpec = prepared.command;
+    const running = command.inputIds.map((id) => byInput.get(id)).filter((item) => item !== undefined);
+    // The process stops when every job it serves has been told to stop.
+    const processStop = new AbortController();
+    for (const item of running) {
+      unit.stops.get(item.job_id)!.signal.addEventListener("abort", () => {
+        if (running.every((i) => unit.stops.get(i.job_id)!.signal.aborted)) processStop.abort();
+      });
+    }
+    for (const item of running) unit.logs.get(item.job_id)!.line(`$ ${command.argv.join(" ")}`);
+    const exit = await runModelProcess(command, {
+      signal: processStop.signal,
+      onLine: (stream, line) => {
+        for (const item of running) unit.logs.get(item.job_id)!.write(stream, `${line}\n`);
+      },
+    });
+    const results = await runner.parse(
+      running.map((item) => item.input),
+      context,
+      exit,
+    );
+    for (const result of results) await report(result);
+  }
+
+  /** Uploads a result's structure files beside the job and turns the result into a finish body. */
+  async #finishBody(
+    item: PredictionItem,
+    result: PredictionResult,
+    runner: ModelRunner,
+  ): Promise<FinishBody> {
+    if (result.status === "failed") {
+      const error = result.error ?? { code: "prediction_failed", message: "The model gave no details" };
+      return { status: "failed", error: { ...error, retryable: false } };
+    }
+    const base = `/agent/v1/jobs/${item.job_id}`;
+    const names = uniqueNames(result.structures.map((s) => basename(s.path)));
+    const paths = names.map((name) => `output/${name}`);
+    if (paths.length > 0) {
+      const answer = await this.#client.post<{ urls: { path: string; url: string }[] }>(`${base}/uploads`, {
+        lease_token: item.lease_token,
+        paths,
+      });
+      for (const [i, { url }] of answer!.urls.entries()) await uploadFrom(result.structures[i]!.path, url);
+    }
+    const { spec } = runner;
+    return {
+      status: "succeeded",
+      ...(result.score !== undefined ? { score: result.score } : {}),
+      result: {
+        ligand: { name: item.input.name, smiles: item.input.smiles },
+        score: result.score ?? null,
+        score_name: spec.score.name,
+        unit: spec.score.unit,
+        better: spec.score.better,
+        confidence: result.confidence,
+        details: result.details,
+        structures: result.structures.map((s, i) => ({ path: paths[i]!, format: s.format, role: s.role })),
+        model: spec.name,
+        model_version: spec.version,
+      },
+    };
+  }
+
+  async #beat(
+    open: Map<string, PredictionItem>,
+    stop: (jobId: string, reason: "cancel" | "lease_lost") => void,
+  ): Promise<void> {
+    if (open.size === 0) return;
+    try {
+      const answer = await this.#client.post<{ cancel: string[]; lost: string[] }>("/agent/v1/heartbeats", {
+        leases: [...open.values()].map((item) => ({ job_id: item.job_id, lease_token: item.lease_token })),
+      });
+      for (const id of answer?.cancel ?? []) stop(id, "cancel");
+      for (const id of answer?.lost ?? []) stop(id, "lease_lost");
+    } catch {
+      // The client retries through restarts; a beat that still fails is made up by the next one.
+    }
+  }
+}
+
+function reasonOverride(
+  reason: "cancel" | "lease_lost" | "timeout" | "shutdown" | undefined,
+  timeoutS: number,
+): FinishBody | null {
+  if (reason === "cancel") {
+    return {
+      status: "cancelled",
+      error: { code: "cancelled", message: "Cancelled by request", retryable: false },
+    };
+  }
+  if (reason === "timeout") {
+    return {
+      status: "failed",
+      error: {
+        code: "timeout",
+        message: `Prediction exceeded its timeout of ${timeoutS} s`,
+        retryable: false,
+      },
+    };
+  }
+  return null;
+}
+
+function chunk<T>(items: readonly T[], size: number): T[][] {
+  const groups: T[][] = [];
+  for (let i = 0; i < items.length; i += Math.max(1, size))
+    groups.push(items.slice(i, i + Math.max(1, size)));
+  return groups;
+}
+
+/** File names as uploaded: two structures with one base name must not overwrite each other. */
+function uniqueNames(names: string[]): string[] {
+  const seen = new Set<string>();
+  return names.map((name) => {
+    let candidate = name;
+    for (let n = 2; seen.has(candidate); n++) candidate = `${n}-${name}`;
+    seen.add(candidate);
+    return candidate;
+  });
+}

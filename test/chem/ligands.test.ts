@@ -1,0 +1,254 @@
+import assert from "node:assert/strict";
+import { before, describe, it } from "node:test";
+import { checkLigand, parseLigandList, uniqueNames, validateLigands } from "../../src/chem/ligands.ts";
+import { loadRdkit, type Rdkit } from "../../src/chem/rdkit.ts";
+import { HangarError } from "../../src/domain/errors.ts";
+
+const ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O";
+
+let rdkit: Rdkit;
+before(async () => {
+  rdkit = await loadRdkit();
+});
+
+function rejected(smiles: string): string {
+  const check = checkLigand(rdkit, smiles);
+  assert.equal(check.ok, false, `${JSON.stringify(smiles)} should be rejected`);
+  return check.ok ? "" : check.reason;
+}
+
+const hangarError = (code: string) => (error: unknown) => error instanceof HangarError && error.code === code;
+
+describe("loadRdkit", () => {
+  it("loads the WebAssembly module once", async () => {
+    assert.equal(await loadRdkit(), rdkit);
+    assert.match(rdkit.module.version(), /^\d{4}\.\d{2}\./);
+  });
+});
+
+describe("checkLigand", () => {
+  it("accepts a valid SMILES as given, with its heavy-atom count", () => {
+    assert.deepEqual(checkLigand(rdkit, ` ${ASPIRIN} `), {
+      ok: true,
+      smiles: ASPIRIN,
+      heavyAtoms: 13,
+      fragmentsDropped: 0,
+      inputSmiles: ` ${ASPIRIN} `,
+    });
+  });
+
+  it("rejects what RDKit cannot read, in RDKit's words", () => {
+    assert.equal(rejected(""), "empty SMILES");
+    assert.equal(rejected("   "), "empty SMILES");
+    assert.equal(rejected("C1CC"), "not a valid SMILES: unclosed ring");
+    assert.equal(rejected("Xx"), "not a valid SMILES: syntax error at position 1");
+    assert.equal(rejected("c1ccccc1("), "not a valid SMILES: syntax error at position 9");
+    assert.match(rejected("c1cccc1"), /^not a valid SMILES: Can't kekulize mol/);
+    assert.match(rejected("C(C)(C)(C)(C)C"), /^not a valid SMILES: Explicit valence for atom # 0 C, 5/);
+  });
+
+  it("rejects names inside the SMILES, wildcard atoms and hydrogen alone", () => {
+    assert.match(rejected("CCO ethanol"), /whitespace/);
+    assert.match(rejected("*CC"), /wildcard/);
+    assert.equal(rejected("[H][H]"), "no heavy atoms");
+  });
+
+  it("keeps the largest fragment of a salt and says how many it dropped", () => {
+    assert.deepEqual(checkLigand(rdkit, "CC(=O)[O-].[Na+]"), {
+      ok: true,
+      smiles: "CC(=O)[O-]",
+      heavyAtoms: 4,
+      fragmentsDropped: 1,
+      inputSmiles: "CC(=O)[O-].[Na+]",
+    });
+    const hydrochloride = checkLigand(rdkit, "c1ccccc1C(=O)O.Cl");
+    assert.ok(hydrochloride.ok);
+    assert.equal(hydrochloride.smiles, "O=C(O)c1ccccc1");
+    assert.equal(hydrochloride.heavyAtoms, 9);
+    assert.equal(hydrochloride.fragmentsDropped, 1);
+  });
+
+  it("keeps the first of equally large fragments", () => {
+    const check = checkLigand(rdkit, "[Na+].[Cl-].O");
+    assert.ok(check.ok);
+    assert.equal(check.smiles, "[Na+]");
+    assert.equal(check.fragmentsDropped, 2);
+  });
+});
+
+describe("parseLigandList", () => {
+  it("reads CSV with quoted fields, doubled quotes, CRLF and a byte-order mark", () => {
+    const csv =
+      '\uFEFFid,Name,SMILES\r\n1,"aspirin, acetylsalicylic acid",CC(=O)Oc1ccccc1C(=O)O\r\n' +
+      '2,"the ""quoted"" one",CCO\r\n3,,c1ccccc1\r\n\r\n4,"two\r\nlines",C1CC\r\n';
+    assert.deepEqual(parseLigandList(rdkit, "library.CSV", csv), {
+      entries: [
+        { index: 0, name: "aspirin, acetylsalicylic acid", smiles: ASPIRIN },
+        { index: 1, name: 'the "quoted" one', smiles: "CCO" },
+        { index: 2, name: "ligand_3", smiles: "c1ccccc1" },
+        { index: 3, name: "two\r\nlines", smiles: "C1CC" },
+      ],
+      errors: [],
+    });
+  });
+
+  it("reads CSV without a name column or a final line break", () => {
+    assert.deepEqual(parseLigandList(rdkit, "l.csv", "smiles\nCCO\nCCN").entries, [
+      { index: 0, name: "ligand_1", smiles: "CCO" },
+      { index: 1, name: "ligand_2", smiles: "CCN" },
+    ]);
+  });
+
+  it("refuses CSV without a smiles column, or with a quote never closed", () => {
+    assert.throws(
+      () => parseLigandList(rdkit, "l.csv", "name,structure\naspirin,CCO\n"),
+      (error: unknown) =>
+        hangarError("invalid_ligand_file")(error) &&
+        /"smiles" column \(found: name, structure\)/.test(String(error)),
+    );
+    assert.throws(
+      () => parseLigandList(rdkit, "l.csv", 'name,smiles\na,CCO\n"b,CCN\n'),
+      (error: unknown) => hangarError("invalid_ligand_file")(error) && /starts on line 3/.test(String(error)),
+    );
+  });
+
+  it("reads SMILES files: SMILES, whitespace, optional name; skips comments and blank lines", () => {
+    const smi = "SMILES Name\n# from the bench\nCCO ethanol\n\n  c1ccccc1\tbenzene ring  \r\nC1CC\n";
+    assert.deepEqual(parseLigandList(rdkit, "set.smi", smi), {
+      entries: [
+        { index: 0, name: "ethanol", smiles: "CCO" },
+        { index: 1, name: "benzene ring", smiles: "c1ccccc1" },
+        { index: 2, name: "ligand_3", smiles: "C1CC" },
+      ],
+      errors: [],
+    });
+    assert.equal(parseLigandList(rdkit, "set.smiles", "CCO").entries.length, 1);
+  });
+
+  it("reads SDF records through RDKit; a record it cannot read becomes an error row", () => {
+    const molblock = (smiles: string, name: string) => {
+      const mol = rdkit.module.get_mol(smiles)!;
+      try {
+        const block = mol.get_molblock();
+        return name + block.slice(block.indexOf("\n"));
+      } finally {
+        mol.delete();
+      }
+    };
+    const ethanol = molblock("CCO", "ethanol");
+    const brokenBond = ethanol.replace("  2  3  1  0", "  2  9  1  0");
+    assert.notEqual(brokenBond, ethanol);
+    const sdf = [
+      `${molblock(ASPIRIN, "aspirin")}> <id>\n1\n\n`,
+      `${brokenBond}`,
+      `${molblock("CC(=O)[O-].[Na+]", "")}`,
+      "no molblock here\n",
+    ]
+      .map((record) => `${record}$$$$\n`)
+      .join("");
+    const list = parseLigandList(rdkit, "hits.sdf", sdf);
+    assert.deepEqual(list.entries, [
+      { index: 0, name: "aspirin", smiles: ASPIRIN },
+      { index: 2, name: "ligand_3", smiles: "CC(=O)[O-].[Na+]" },
+    ]);
+    assert.equal(list.errors.length, 2);
+    assert.equal(list.errors[0]?.index, 1);
+    assert.equal(list.errors[0]?.name, "ethanol");
+    assert.match(list.errors[0]?.reason ?? "", /^RDKit cannot read this record: Range Error/);
+    assert.deepEqual(list.errors[1], {
+      index: 3,
+      name: "no molblock here",
+      reason: 'not a molfile record (no "M  END" line)',
+    });
+  });
+
+  it("refuses other file types", () => {
+    assert.throws(() => parseLigandList(rdkit, "ligands.xlsx", ""), hangarError("unsupported_ligand_file"));
+  });
+});
+
+describe("uniqueNames", () => {
+  it("suffixes repeats with -2, -3, … skipping suffixes already taken", () => {
+    assert.deepEqual(uniqueNames(["a", "b", "a", "a-2", "a", "b"]), {
+      names: ["a", "b", "a-3", "a-2", "a-4", "b-2"],
+      renamed: [
+        { index: 2, from: "a", to: "a-3" },
+        { index: 4, from: "a", to: "a-4" },
+        { index: 5, from: "b", to: "b-2" },
+      ],
+    });
+  });
+});
+
+describe("validateLigands", () => {
+  it("sorts ligands into valid and invalid, naming and de-duplicating them", () => {
+    const result = validateLigands(
+      rdkit,
+      [
+        { name: "aspirin", smiles: ASPIRIN },
+        { smiles: "C1CC" },
+        { name: "aspirin", smiles: "CC(=O)[O-].[Na+]" },
+        { name: "big", smiles: "C".repeat(30) },
+        { name: " ", smiles: ASPIRIN },
+      ],
+      { maxLigands: 5, maxHeavyAtoms: 20 },
+    );
+    assert.deepEqual(result.valid, [
+      {
+        index: 0,
+        name: "aspirin",
+        smiles: ASPIRIN,
+        inputSmiles: ASPIRIN,
+        heavyAtoms: 13,
+        fragmentsDropped: 0,
+      },
+      {
+        index: 2,
+        name: "aspirin-2",
+        smiles: "CC(=O)[O-]",
+        inputSmiles: "CC(=O)[O-].[Na+]",
+        heavyAtoms: 4,
+        fragmentsDropped: 1,
+      },
+      {
+        index: 4,
+        name: "ligand_5",
+        smiles: ASPIRIN,
+        inputSmiles: ASPIRIN,
+        heavyAtoms: 13,
+        fragmentsDropped: 0,
+      },
+    ]);
+    assert.deepEqual(result.invalid, [
+      { index: 1, name: "ligand_2", reason: "not a valid SMILES: unclosed ring", smiles: "C1CC" },
+      {
+        index: 3,
+        name: "big",
+        reason: "30 heavy atoms; this model takes at most 20",
+        smiles: "C".repeat(30),
+      },
+    ]);
+    assert.deepEqual(result.renamed, [{ index: 2, from: "aspirin", to: "aspirin-2" }]);
+  });
+
+  it("reports the file's own row numbers when the rows carry them", () => {
+    const result = validateLigands(
+      rdkit,
+      [
+        { index: 3, name: "x", smiles: "CCO" },
+        { index: 7, name: "x", smiles: "Xx" },
+      ],
+      { maxLigands: 10 },
+    );
+    assert.equal(result.valid[0]?.index, 3);
+    assert.equal(result.invalid[0]?.index, 7);
+    assert.deepEqual(result.renamed, [{ index: 7, from: "x", to: "x-2" }]);
+  });
+
+  it("refuses more ligands than allowed", () => {
+    assert.throws(
+      () => validateLigands(rdkit, [{ smiles: "C" }, { smiles: "CC" }, { smiles: "CCC" }], { maxLigands: 2 }),
+      (error: unknown) => hangarError("too_many_ligands")(error) && (error as HangarError).details?.max === 2,
+    );
+  });
+});
