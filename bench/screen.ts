@@ -3,10 +3,10 @@
  * children complete, Vina throughput through Hangar against vina run directly, and what packing saves
  * for a model that loads slowly. Prints one JSON object on stdout; progress goes to stderr.
  *
- *   node bench/screen.ts [--ligands 100000] [--vina-ligands 20] [--exhaustiveness 8] [--skip-postgres]
+ *   node bench/screen.ts [--ligands 100000] [--vina-ligands 20] [--exhaustiveness 8] [--skip-postgres] [--skip-vina]
  */
-import { execFile } from "node:child_process";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -18,7 +18,7 @@ import { loadConfig } from "../src/config.ts";
 import { newId } from "../src/domain/ids.ts";
 import { boltz2Spec } from "../src/models/boltz2/spec.ts";
 import { cleanReceptorPdb } from "../src/models/vina/runner.ts";
-import { type RunningServer, startServer } from "../src/server/server.ts";
+import { REPO_ROOT, type RunningServer, startServer } from "../src/server/server.ts";
 import { openStore } from "../src/store/index.ts";
 import { machine, percentile, progress, round, secondsSince } from "./lib.ts";
 
@@ -29,6 +29,7 @@ const { values: args } = parseArgs({
     "vina-ligands": { type: "string", default: "20" },
     exhaustiveness: { type: "string", default: "8" },
     "skip-postgres": { type: "boolean", default: false },
+    "skip-vina": { type: "boolean", default: false },
   },
 });
 const BIG = Number(args.ligands);
@@ -36,22 +37,61 @@ const VINA_LIGANDS = Number(args["vina-ligands"]);
 const EXHAUSTIVENESS = Number(args.exhaustiveness);
 const API_KEY = "hgr_bench_key_0123456789abcdef";
 const RECEPTOR = "/usr/share/pymol/data/tut/1hpv.pdb";
+const SEQUENCE =
+  "PQITLWQRPLVTIKIGGQLKEALLDTGADDTVLEEMSLPGRWKPKMIGGIGGFIKVRQYDQILIEICGHKAIGTVLVGPTPVNIIGRNLLTQIGCTLNF";
 const PG_URL = process.env.HANGAR_BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
 
-/** Drug-like SMILES with variety: substituted aromatics built from a few scaffolds and groups. */
+/**
+ * A generated library of distinct drug-like SMILES (scaffold × substituents × linker × chain × tail):
+ * every row is a different string, so nothing is validated twice. Some combinations are chemically
+ * impossible; RDKit rejects those and the batch records them as failed children (skip_invalid).
+ */
 function ligandSmiles(count: number): { name: string; smiles: string }[] {
   const scaffolds = ["c1ccc(cc1)", "c1ccc2ccccc2c1", "c1ccncc1", "C1CCN(CC1)", "c1cc(oc1)", "c1ccc(nc1)"];
   const groups = ["C(=O)O", "OC", "N", "C(F)(F)F", "Cl", "C(=O)N", "S(=O)(=O)N", "CC(C)C", "O", "C#N"];
+  const linkers = ["", "O", "N"];
   const ligands = [];
   for (let i = 0; i < count; i++) {
-    const a = scaffolds[i % scaffolds.length]!;
-    const g1 = groups[Math.floor(i / scaffolds.length) % groups.length]!;
-    const g2 = groups[Math.floor(i / (scaffolds.length * groups.length)) % groups.length]!;
-    const chain = "C".repeat(1 + (Math.floor(i / 600) % 6));
-    ligands.push({ name: `cpd-${i}`, smiles: `${chain}${a}${g1}${g2}` });
+    let rest = i;
+    const pick = <T>(options: readonly T[]): T => {
+      const choice = options[rest % options.length]!;
+      rest = Math.floor(rest / options.length);
+      return choice;
+    };
+    const scaffold = pick(scaffolds);
+    const first = pick(groups);
+    const second = pick(groups);
+    const linker = pick(linkers);
+    const chain = "C".repeat(1 + pick([0, 1, 2, 3, 4, 5, 6, 7]));
+    const tail = "C".repeat(rest % 7);
+    ligands.push({ name: `cpd-${i}`, smiles: `${chain}${linker}${scaffold}${first}${tail}${second}` });
   }
   return ligands;
 }
+
+/** Twenty small drug-like molecules (aspirin's relatives and common drugs) for the Vina comparison. */
+const VINA_SET = [
+  ["aspirin", "CC(=O)Oc1ccccc1C(=O)O"],
+  ["salicylic acid", "O=C(O)c1ccccc1O"],
+  ["methyl salicylate", "COC(=O)c1ccccc1O"],
+  ["salsalate", "O=C(O)c1ccccc1OC(=O)c1ccccc1O"],
+  ["diflunisal", "O=C(O)c1cc(-c2ccc(F)cc2F)ccc1O"],
+  ["paracetamol", "CC(=O)Nc1ccc(O)cc1"],
+  ["ibuprofen", "CC(C)Cc1ccc(cc1)C(C)C(=O)O"],
+  ["4-aminosalicylic acid", "Nc1ccc(C(=O)O)c(O)c1"],
+  ["benorilate", "CC(=O)Nc1ccc(OC(=O)c2ccccc2OC(=O)C)cc1"],
+  ["caffeine", "Cn1cnc2c1c(=O)n(C)c(=O)n2C"],
+  ["naproxen", "COc1ccc2cc(ccc2c1)C(C)C(=O)O"],
+  ["ketoprofen", "CC(C(=O)O)c1cccc(c1)C(=O)c1ccccc1"],
+  ["phenacetin", "CCOc1ccc(NC(C)=O)cc1"],
+  ["benzocaine", "CCOC(=O)c1ccc(N)cc1"],
+  ["lidocaine", "CCN(CC)CC(=O)Nc1c(C)cccc1C"],
+  ["mefenamic acid", "Cc1cccc(Nc2ccccc2C(=O)O)c1C"],
+  ["flurbiprofen", "CC(C(=O)O)c1ccc(-c2ccccc2)c(F)c1"],
+  ["indoprofen", "CC(C(=O)O)c1ccc(cc1)N1Cc2ccccc2C1=O"],
+  ["fenbufen", "OC(=O)CCC(=O)c1ccc(cc1)-c1ccccc1"],
+  ["acetanilide", "CC(=O)Nc1ccccc1"],
+].map(([name, smiles]) => ({ name: name!, smiles: smiles! }));
 
 async function startBenchServer(env: {
   databaseUrl?: string;
@@ -71,14 +111,50 @@ async function startBenchServer(env: {
   return { server: await startServer(config), dir };
 }
 
-/** Peak resident memory of this process so far (Linux VmHWM), MiB. */
-async function peakRssMiB(): Promise<number> {
-  const status = await readFile("/proc/self/status", "utf8");
+/** Peak resident memory of a process so far (Linux VmHWM), MiB. */
+async function peakRssMiB(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, "utf8");
   const kib = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
   return round(kib / 1024, 0);
 }
 
-/** Submits the big batch; times acceptance and samples GET /batches/{id} while children complete. */
+/** A real `hangar server` process, so its memory is measured on its own. */
+async function spawnServer(
+  dir: string,
+  env: Record<string, string>,
+): Promise<{ url: string; child: ChildProcess }> {
+  const port = 20_000 + Math.floor(Math.random() * 20_000);
+  const child = spawn(process.execPath, [join(REPO_ROOT, "src/cli/main.ts"), "server"], {
+    env: {
+      ...process.env,
+      HANGAR_PORT: String(port),
+      HANGAR_DATA_DIR: dir,
+      HANGAR_BOOTSTRAP_API_KEY: API_KEY,
+      HANGAR_LOG_LEVEL: process.env.HANGAR_BENCH_LOG_LEVEL ?? "warn",
+      ...env,
+    },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 300; i++) {
+    if (
+      await fetch(`${url}/healthz`).then(
+        (r) => r.ok,
+        () => false,
+      )
+    )
+      return { url, child };
+    await sleep(100);
+  }
+  child.kill("SIGKILL");
+  throw new Error("the bench server did not start");
+}
+
+/**
+ * Submits the big batch to a server process; times acceptance, and samples GET /batches/{id} while
+ * the server's own agents end children through the agent protocol (Boltz-2 is not installed here,
+ * so each packed unit of 64 fails at once: completions at the rate the protocol allows).
+ */
 async function bigBatch(dialect: "sqlite" | "postgres") {
   let schema: string | undefined;
   let admin: pg.Client | undefined;
@@ -88,78 +164,50 @@ async function bigBatch(dialect: "sqlite" | "postgres") {
     await admin.connect();
     await admin.query(`create schema ${schema}`);
   }
-  const { server, dir } = await startBenchServer(
-    dialect === "postgres" ? { databaseUrl: PG_URL, ...(schema ? { schema } : {}) } : {},
+  const dir = await mkdtemp(join(tmpdir(), "hangar-bench-screen-"));
+  const { url, child } = await spawnServer(
+    dir,
+    dialect === "postgres" ? { DATABASE_URL: PG_URL, HANGAR_DATABASE_SCHEMA: schema! } : {},
   );
-  // No instance may take the children: the completions below come from a simulated agent.
-  await server.scheduler.stop();
   try {
-    const client = new HangarClient(server.url, API_KEY);
-    const receptor = await client.uploadDataset([{ path: RECEPTOR, name: "1hpv.pdb" }]);
+    const client = new HangarClient(url, API_KEY);
     const ligands = ligandSmiles(BIG);
-    const csv = `name,smiles\n${ligands.map((l) => `${l.name},${l.smiles}`).join("\n")}\n`;
     const file = join(dir, "ligands.csv");
-    await writeFile(file, csv);
+    await writeFile(file, `name,smiles\n${ligands.map((l) => `${l.name},${l.smiles}`).join("\n")}\n`);
     const dataset = await client.uploadDataset([{ path: file, name: "ligands.csv" }]);
-    progress(`${dialect}: submitting ${BIG} ligands`);
+    progress(`${dialect}: submitting ${BIG} distinct ligands`);
     const started = performance.now();
     const batch = await client.request<BatchView>("POST", "/api/v1/predict/batch", {
-      model: "vina",
-      receptor: receptor.id,
+      model: "boltz2",
+      protein_sequence: SEQUENCE,
       ligands_dataset: dataset.id,
-      parameters: { box_ligand: "478" },
       max_concurrent: 100_000,
       // A generated library has some chemically impossible rows; they become failed children.
       skip_invalid: true,
     });
     const acceptedS = secondsSince(started);
-    progress(`${dialect}: accepted in ${acceptedS} s`);
-
-    // Children complete through the store as an agent's finish would, while a reader polls the batch.
-    const store = server.ctx.store;
+    const rssAfterSubmit = await peakRssMiB(child.pid!);
+    progress(`${dialect}: accepted in ${acceptedS} s (server peak RSS ${rssAfterSubmit} MiB)`);
     const latencies: number[] = [];
-    let completing = true;
-    const reader = (async () => {
-      while (completing) {
-        const t = performance.now();
-        await client.request("GET", `/api/v1/batches/${batch.id}`);
-        latencies.push(performance.now() - t);
-        await sleep(20);
-      }
-    })();
-    const finishStarted = performance.now();
-    let finished = 0;
-    const toFinish = Math.min(BIG, 5_000);
-    while (finished < toFinish) {
-      const claimed = await store.claimBatchChildren({
-        owner: "bench-agent",
-        models: ["vina"],
-        limitFor: () => 50,
-        leaseMs: 60_000,
-        now: Date.now(),
-      });
-      if (!claimed) break;
-      for (const job of claimed.jobs) {
-        const score = -5 - Math.random() * 5;
-        await store.finish(
-          { jobId: job.id, leaseToken: job.leaseToken! },
-          { status: "succeeded", score, result: { score } },
-          Date.now(),
-        );
-        finished++;
-      }
+    const readStarted = performance.now();
+    const first = batch.progress.completed + batch.progress.failed;
+    let view = batch;
+    while (performance.now() - readStarted < 15_000) {
+      const t = performance.now();
+      view = await client.request<BatchView>("GET", `/api/v1/batches/${batch.id}`);
+      latencies.push(performance.now() - t);
+      await sleep(20);
     }
-    const completionsPerS = round(finished / ((performance.now() - finishStarted) / 1000), 0);
-    completing = false;
-    await reader;
+    const ended = view.progress.completed + view.progress.failed - first;
     latencies.sort((a, b) => a - b);
-    const view = await client.request<BatchView>("GET", `/api/v1/batches/${batch.id}`);
-    await client.request("POST", `/api/v1/batches/${batch.id}/cancel`);
+    await client.request("POST", `/api/v1/batches/${batch.id}/cancel`).catch(() => undefined);
     return {
       ligands: BIG,
+      invalid_rows: batch.progress.failed,
       accepted_s: acceptedS,
       target_accepted_s: 10,
-      peak_rss_mib: await peakRssMiB(),
+      server_peak_rss_mib: await peakRssMiB(child.pid!),
+      server_peak_rss_after_submit_mib: rssAfterSubmit,
       target_peak_rss_mib: 400,
       get_batch_while_completing_ms: {
         samples: latencies.length,
@@ -168,16 +216,32 @@ async function bigBatch(dialect: "sqlite" | "postgres") {
         max: round(latencies.at(-1) ?? 0, 2),
         target_ms: 5,
       },
-      completions_during_reads: finished,
-      completions_per_s: completionsPerS,
-      counters_after: view.progress,
+      children_ended_while_reading: ended,
+      children_ended_per_s: round(ended / ((performance.now() - readStarted) / 1000), 0),
     };
   } finally {
-    await server.close();
+    child.kill("SIGTERM");
+    await new Promise((resolve) => child.once("exit", resolve));
+    await killAgents(dir);
     await rm(dir, { recursive: true, force: true });
     if (admin && schema) {
       await admin.query(`drop schema ${schema} cascade`);
       await admin.end();
+    }
+  }
+}
+
+/** Agents outlive their server by design; the bench ends the ones its servers started. */
+async function killAgents(dataDir: string): Promise<void> {
+  for (const pid of await readdir("/proc").catch(() => [])) {
+    if (!/^\d+$/.test(pid)) continue;
+    const environ = await readFile(`/proc/${pid}/environ`, "latin1").catch(() => "");
+    if (environ.includes(`HANGAR_WORK_DIR=${dataDir}`)) {
+      try {
+        process.kill(-Number(pid), "SIGKILL");
+      } catch {
+        /* already gone */
+      }
     }
   }
 }
@@ -345,22 +409,22 @@ result.packing = await packing();
 progress(`packing: ${JSON.stringify(result.packing)}`);
 result.submit_sqlite = await bigBatch("sqlite");
 if (!args["skip-postgres"]) result.submit_postgres = await bigBatch("postgres");
-const vinaLigands = ligandSmiles(VINA_LIGANDS * 7)
-  .filter((_, i) => i % 7 === 0)
-  .slice(0, VINA_LIGANDS);
-progress(`vina: ${VINA_LIGANDS} ligands through Hangar (exhaustiveness ${EXHAUSTIVENESS})`);
-const hangar = await vinaThroughHangar(vinaLigands);
-progress(`vina: the same ligands directly`);
-const direct = await vinaDirect(vinaLigands, hangar.box);
-result.vina = {
-  ligands: VINA_LIGANDS,
-  exhaustiveness: EXHAUSTIVENESS,
-  processes_side_by_side: availableParallelism(),
-  hangar: hangar.result,
-  direct,
-  ratio_hangar_over_direct: round(hangar.result.ligands_per_hour / direct.ligands_per_hour, 2),
-  target_ratio: 0.9,
-  note: "Hangar's time includes submit, receptor and ligand preparation and uploads; the direct loop's excludes preparation",
-};
+if (!args["skip-vina"]) {
+  const vinaLigands = VINA_SET.slice(0, VINA_LIGANDS);
+  progress(`vina: ${VINA_LIGANDS} ligands through Hangar (exhaustiveness ${EXHAUSTIVENESS})`);
+  const hangar = await vinaThroughHangar(vinaLigands);
+  progress("vina: the same ligands directly");
+  const direct = await vinaDirect(vinaLigands, hangar.box);
+  result.vina = {
+    ligands: VINA_LIGANDS,
+    exhaustiveness: EXHAUSTIVENESS,
+    processes_side_by_side: availableParallelism(),
+    hangar: hangar.result,
+    direct,
+    ratio_hangar_over_direct: round(hangar.result.ligands_per_hour / direct.ligands_per_hour, 2),
+    target_ratio: 0.9,
+    note: "Hangar's time includes submit, receptor and ligand preparation and uploads; the direct loop's excludes preparation",
+  };
+}
 process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
 process.exit(0);

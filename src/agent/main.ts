@@ -22,6 +22,8 @@ interface AgentSettings {
   workDir: string;
   python: string | undefined;
   reconnectMs: number;
+  /** Cores this agent uses for side-by-side model processes (HANGAR_AGENT_CORES, default all). */
+  cores: number;
 }
 
 function settingsFromEnv(env: NodeJS.ProcessEnv): AgentSettings {
@@ -37,6 +39,7 @@ function settingsFromEnv(env: NodeJS.ProcessEnv): AgentSettings {
     workDir: env.HANGAR_WORK_DIR ?? join(tmpdir(), "hangar-agent"),
     python: env.HANGAR_PYTHON,
     reconnectMs: Number(env.HANGAR_AGENT_RECONNECT_S ?? 300) * 1000,
+    cores: Math.max(1, Number(env.HANGAR_AGENT_CORES) || availableParallelism()),
   };
 }
 
@@ -77,6 +80,7 @@ class Agent {
       workRoot: this.#settings.workDir,
       heartbeatS: this.#heartbeatS,
       runners: this.#runners,
+      cores: this.#settings.cores,
     });
     let lastBatch: string | null = null;
     while (!this.#shutdown.signal.aborted) {
@@ -87,7 +91,7 @@ class Agent {
           {
             wait_s: 20,
             models: [...this.#runners.keys()],
-            cores: availableParallelism(),
+            cores: this.#settings.cores,
             ...(lastBatch ? { prefer_batch: lastBatch } : {}),
           },
           60_000,

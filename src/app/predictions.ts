@@ -1,4 +1,5 @@
 import { text } from "node:stream/consumers";
+import { validateLigandsInParallel } from "../chem/check-pool.ts";
 import {
   type InvalidLigand,
   type LigandEntry,
@@ -120,13 +121,15 @@ async function resolveTarget(
     );
   }
   const receptor = parseReceptor(file.path, await text(await ctx.blobs.get(file.blobKey)));
-  if (typeof given.box_ligand === "string") {
+  // A residue name may well be digits ("478"), which `-p box_ligand=478` sends as a number.
+  const boxLigand = typeof given.box_ligand === "number" ? String(given.box_ligand) : given.box_ligand;
+  if (typeof boxLigand === "string") {
     const padding = typeof given.box_padding === "number" ? given.box_padding : undefined;
-    const box = boxFromLigand(receptor, given.box_ligand, padding);
+    const box = boxFromLigand(receptor, boxLigand, padding);
     [parameters.center_x, parameters.center_y, parameters.center_z] = box.center;
     [parameters.size_x, parameters.size_y, parameters.size_z] = box.size;
-    parameters.box_ligand = given.box_ligand;
-  } else if (given.box_ligand !== undefined) {
+    parameters.box_ligand = boxLigand;
+  } else if (boxLigand !== undefined) {
     throw badRequest("invalid_parameter", 'Parameter "box_ligand" must be a residue name such as "478"');
   }
   const boxFields = ["center_x", "center_y", "center_z", "size_x", "size_y", "size_z"];
@@ -206,8 +209,7 @@ export async function submitBatch(ctx: AppContext, orgId: string, request: Batch
   const spec = modelSpec(request.model);
   const target = await resolveTarget(ctx, orgId, spec, request);
   const ligands = await requestedLigands(ctx, orgId, request);
-  const rdkit = await loadRdkit();
-  const checked = validateLigands(rdkit, ligands.entries, {
+  const checked = await validateLigandsInParallel(ligands.entries, {
     maxLigands: ctx.config.maxBatchLigands,
     ...(spec.maxLigandAtoms !== undefined ? { maxHeavyAtoms: spec.maxLigandAtoms } : {}),
   });

@@ -68,7 +68,7 @@ interface Fragments {
 
 /**
  * Sanitisation (valence, kekulisation) is the validation we want; removing explicit hydrogens is not
- * and costs about a third of the parse, and heavy-atom counts do not depend on it.
+ * and costs about a quarter of the parse, and heavy-atom counts do not depend on it.
  */
 const SMILES_PARSE_OPTIONS = JSON.stringify({ sanitize: true, removeHs: false });
 
@@ -339,6 +339,18 @@ export function validateLigands(
       { count: ligands.length, max: options.maxLigands },
     );
   }
+  return assembleValidation(ligands, options, (smiles) => checkLigand(rdkit, smiles));
+}
+
+/**
+ * Names, limits and verdicts for a list of ligands, given a way to check one SMILES (in this thread,
+ * or looked up from checks done by worker threads). Each distinct SMILES is checked once.
+ */
+export function assembleValidation(
+  ligands: readonly LigandInput[],
+  options: { maxHeavyAtoms?: number },
+  checkSmiles: (smiles: string) => LigandCheck,
+): LigandValidation {
   const indexes = ligands.map((ligand, position) => ligand.index ?? position);
   const unique = uniqueNames(
     ligands.map((ligand, position) => ligand.name?.trim() || defaultName(indexes[position]!)),
@@ -351,7 +363,7 @@ export function validateLigands(
     const name = unique.names[position]!;
     let check = checked.get(ligand.smiles);
     if (check === undefined) {
-      check = checkLigand(rdkit, ligand.smiles);
+      check = checkSmiles(ligand.smiles);
       checked.set(ligand.smiles, check);
     }
     if (!check.ok) {

@@ -99,7 +99,7 @@ export function parseReceptor(fileName: string, text: string): Receptor {
       if (altLoc !== keptAltLoc) continue;
     }
     const xyz = [line.slice(30, 38), line.slice(38, 46), line.slice(46, 54)].map(coordinate);
-    if (xyz.some(Number.isNaN)) {
+    if (!xyz.every(Number.isFinite)) {
       throw unprocessable(
         "invalid_receptor",
         `${where}: x, y, z (columns 31-54) are not numbers: "${line.slice(30, 54)}"`,
@@ -132,7 +132,7 @@ export function parseReceptor(fileName: string, text: string): Receptor {
   return { format, ...summary, atoms: table };
 }
 
-/** A number, or NaN for a blank or malformed field (Number("") would be 0). */
+/** The field as a number; NaN when blank (Number("") would be 0) or malformed. */
 function coordinate(field: string): number {
   const trimmed = field.trim();
   return trimmed === "" ? Number.NaN : Number(trimmed);

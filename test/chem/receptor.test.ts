@@ -126,6 +126,8 @@ describe("parseReceptor", () => {
       hangarError("invalid_receptor", /line 2: x, y, z/),
     );
     const blank = `${protein[0]}\n${protein[1]!.slice(0, 30)}${" ".repeat(8)}   2.000   3.000\n`;
+    const infinite = `${protein[0]}\n${protein[1]!.slice(0, 30)}Infinity   2.000   3.000\n`;
+    assert.throws(() => parseReceptor("receptor.pdb", infinite), hangarError("invalid_receptor", /line 2/));
     assert.throws(() => parseReceptor("receptor.pdb", blank), hangarError("invalid_receptor", /line 2/));
     assert.throws(
       () => parseReceptor("receptor.pdb", `${protein[0]}\nATOM      2  CA  GLY A   1\n`),
@@ -177,5 +179,6 @@ describe("parseReceptor", () => {
     assert.deepEqual(Array.from(receptor.atoms.coordinates.slice(3, 6)), [5, 5, 5]);
     // The first copy only, padded by 8 Å on each side: 2 + 16 → 18, 4 + 16 → 20, 0 + 16 → 16.
     assert.deepEqual(boxFromLigand(receptor, "lig"), { center: [2, 3, 1], size: [18, 20, 16] });
+    assert.throws(() => boxFromLigand(receptor, "LIG", -1), hangarError("invalid_box_padding"));
   });
 });

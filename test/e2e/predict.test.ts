@@ -1,12 +1,17 @@
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { promisify } from "node:util";
 import { unzipSync } from "fflate";
 import type { BatchView, PredictionView } from "../../src/cli/predictions.ts";
-import { type ServerProcess, spawnServer, stopServer, waitFor } from "../helpers/server.ts";
+import { REPO_ROOT } from "../../src/server/server.ts";
+import { type ServerProcess, spawnServer, stopServer, TEST_API_KEY, waitFor } from "../helpers/server.ts";
+
+const exec = promisify(execFile);
 
 const RECEPTOR = "/usr/share/pymol/data/tut/1hpv.pdb";
 const haveTools = existsSync(RECEPTOR) && existsSync("/usr/bin/vina") && existsSync("/usr/bin/obabel");
@@ -184,6 +189,47 @@ describe("predictions and batch screens (SQLite, local provider, real Vina)", {
     };
     assert.equal(summary.counts.completed, 3);
     assert.equal(summary.score.best, batch.score.best);
+  });
+
+  it("screens from the CLI with --wait --json, then ranks and downloads the results", async () => {
+    const ligands = join(dir, "two.smi");
+    await writeFile(
+      ligands,
+      "# name after the SMILES\nCC(=O)Oc1ccccc1C(=O)O aspirin\nO=C(O)c1ccccc1O salicylic\n",
+    );
+    const env = { ...process.env, HANGAR_URL: server.url, HANGAR_API_KEY: TEST_API_KEY };
+    const hangar = (args: string[]) => exec(join(REPO_ROOT, "hangar"), args, { env });
+    const screened = await hangar([
+      "screen",
+      "--model",
+      "vina",
+      "--receptor",
+      RECEPTOR,
+      "--ligands",
+      ligands,
+      "-p",
+      "box_ligand=478",
+      "-p",
+      "exhaustiveness=1",
+      "--wait",
+      "--json",
+    ]);
+    const batch = JSON.parse(screened.stdout) as BatchView;
+    assert.equal(batch.status, "succeeded");
+    assert.equal(batch.progress.completed, 2);
+    const csv = await hangar(["results", batch.id, "--top", "1", "--format", "csv"]);
+    assert.equal(csv.stdout.trim().split("\n").length, 2, "a header and the best row");
+    const out = join(dir, "cli-download");
+    await waitFor("final artifacts", async () => {
+      const links = await server.client.request<{ final: boolean }>(
+        "GET",
+        `/api/v1/batches/${batch.id}/download`,
+      );
+      return links.final;
+    });
+    const saved = await hangar(["download", batch.id, "--out", out]);
+    assert.equal(saved.stdout.trim().split("\n").length, 4);
+    assert.ok(existsSync(join(out, "affinity_distribution.png")));
   });
 
   it("runs a single prediction, and fails one whose model is not installed, naming how to provide it", async () => {

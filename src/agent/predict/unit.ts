@@ -1,4 +1,3 @@
-import { availableParallelism } from "node:os";
 import { basename, join } from "node:path";
 import type { PredictionAssignment, PredictionItem } from "../../app/agent-hub.ts";
 import type { JobError } from "../../domain/job.ts";
@@ -32,21 +31,24 @@ export class PredictionUnitRunner {
   readonly #workRoot: string;
   readonly #heartbeatS: number;
   readonly #runners: ReadonlyMap<string, ModelRunner>;
+  readonly #cores: number;
   #prepared: PreparedTarget | null = null;
 
   constructor(
     client: ControlPlaneClient,
-    options: { workRoot: string; heartbeatS: number; runners: ReadonlyMap<string, ModelRunner> },
+    options: {
+      workRoot: string;
+      heartbeatS: number;
+      runners: ReadonlyMap<string, ModelRunner>;
+      /** Cores this agent may use: all of the instance's, or its share of a host it shares. */
+      cores: number;
+    },
   ) {
+    this.#cores = options.cores;
     this.#client = client;
     this.#workRoot = options.workRoot;
     this.#heartbeatS = options.heartbeatS;
     this.#runners = options.runners;
-  }
-
-  /** How many processes of a model run side by side here. */
-  static parallelism(parallel: number | "cores"): number {
-    return parallel === "cores" ? availableParallelism() : parallel;
   }
 
   async run(unit: PredictionAssignment, shutdown: AbortSignal): Promise<void> {
@@ -127,7 +129,8 @@ export class PredictionUnitRunner {
         return;
       }
       const groups = chunk(unit.items, runner.spec.packing.perProcess);
-      const parallel = PredictionUnitRunner.parallelism(runner.spec.packing.parallel);
+      const { parallel: declared } = runner.spec.packing;
+      const parallel = declared === "cores" ? this.#cores : declared;
       let next = 0;
       const lane = async () => {
         for (let group = groups[next++]; group; group = groups[next++]) {

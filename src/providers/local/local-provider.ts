@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, mkdirSync, openSync, readFileSync } from "node:fs";
-import { hostname } from "node:os";
+import { availableParallelism, hostname } from "node:os";
 import { join } from "node:path";
 import type { GpuAssignment } from "../../domain/instance.ts";
 import type {
@@ -63,6 +63,8 @@ export class LocalProvider implements ComputeProvider {
         ...this.#options.env,
         ...spec.agentEnv,
         ...gpuEnv,
+        // Agents on one host share its cores: each runs its share of side-by-side model processes.
+        HANGAR_AGENT_CORES: String(Math.max(1, Math.floor(availableParallelism() / this.maxInstances))),
         HANGAR_WORK_DIR: workDir,
       },
       stdio: ["ignore", logFd, logFd],
