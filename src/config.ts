@@ -24,6 +24,8 @@ export interface Config {
   localMaxInstances: number;
   /** Most ligands one batch may hold. */
   maxBatchLigands: number;
+  /** Batches with more ligands are accepted at once and checked in the background. */
+  batchSyncCheckLimit: number;
   /** Children of one batch running at once when the request gives no max_concurrent. */
   defaultMaxConcurrent: number;
   /** How often a running batch's artifacts (results CSV, summary, histogram, top-10 zip) are refreshed. */
@@ -74,6 +76,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     localMaxInstances: int(env, "HANGAR_LOCAL_MAX_INSTANCES", 2, 1),
     maxBatchLigands: int(env, "HANGAR_MAX_BATCH_LIGANDS", 100_000, 1),
     defaultMaxConcurrent: int(env, "HANGAR_BATCH_MAX_CONCURRENT", 64, 1),
+    batchSyncCheckLimit: int(env, "HANGAR_BATCH_SYNC_CHECK_LIMIT", 5_000, 0),
     batchArtifactsRefreshS: int(env, "HANGAR_BATCH_ARTIFACTS_REFRESH_S", 30, 1),
     python: env.HANGAR_PYTHON ?? "/usr/bin/python3",
     logLevel: env.HANGAR_LOG_LEVEL ?? "info",

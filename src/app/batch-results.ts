@@ -38,9 +38,13 @@ export const ARTIFACTS = [
 
 const PAGE = 5_000;
 
-/** Every child of a batch, page by page (children never have to fit one query). */
-export async function allChildren(ctx: AppContext, batch: Batch): Promise<Job[]> {
-  const children: Job[] = [];
+/**
+ * Every child of a batch as a result row, ranked best first (succeeded by score, then the rest in
+ * submission order). Children are read page by page and only their rows are kept, so a batch of
+ * 100,000 never holds 100,000 full jobs at once.
+ */
+export async function batchRows(ctx: AppContext, batch: Batch): Promise<ResultRow[]> {
+  const rows: ResultRow[] = [];
   for (let after: string | undefined; ; ) {
     const page = await ctx.store.listBatchChildren({
       orgId: batch.orgId,
@@ -48,37 +52,37 @@ export async function allChildren(ctx: AppContext, batch: Batch): Promise<Job[]>
       limit: PAGE,
       ...(after ? { after } : {}),
     });
-    children.push(...page);
-    if (page.length < PAGE) return children;
+    rows.push(...page.map((job) => resultRow(batch, job)));
+    if (page.length < PAGE) return rank(batch, rows);
     after = page.at(-1)!.id;
   }
 }
 
-/** Rows ranked best first (succeeded by score, then the rest in submission order). */
-export function rankedRows(batch: Batch, children: Job[]): ResultRow[] {
-  const rows = children.map((job): ResultRow => {
-    const ligand = (job.spec as unknown as PredictionJobSpec).ligand;
-    const result = job.result as
-      | (JsonObject & { score?: number | null; confidence?: Record<string, number> })
-      | null;
-    const structures =
-      (result?.structures as { path: string; format: string; role: string }[] | undefined) ?? [];
-    const pose = structures.find((s) => s.format === "sdf") ?? structures[0];
-    return {
-      rank: null,
-      job_id: job.id,
-      name: ligand.name,
-      smiles: ligand.smiles || ligand.input_smiles,
-      status: job.status,
-      score: typeof result?.score === "number" ? result.score : null,
-      unit: batch.scoreUnit,
-      confidence: result?.confidence ?? {},
-      pose_file: pose ? `${job.id}/${pose.path}` : null,
-      error: job.error ? `${job.error.code}: ${job.error.message}` : null,
-      duration_s:
-        job.startedAt !== null && job.finishedAt !== null ? (job.finishedAt - job.startedAt) / 1000 : null,
-    };
-  });
+function resultRow(batch: Batch, job: Job): ResultRow {
+  const ligand = (job.spec as unknown as PredictionJobSpec).ligand;
+  const result = job.result as
+    | (JsonObject & { score?: number | null; confidence?: Record<string, number> })
+    | null;
+  const structures =
+    (result?.structures as { path: string; format: string; role: string }[] | undefined) ?? [];
+  const pose = structures.find((s) => s.format === "sdf") ?? structures[0];
+  return {
+    rank: null,
+    job_id: job.id,
+    name: ligand.name,
+    smiles: ligand.smiles || ligand.input_smiles,
+    status: job.status,
+    score: typeof result?.score === "number" ? result.score : null,
+    unit: batch.scoreUnit,
+    confidence: result?.confidence ?? {},
+    pose_file: pose ? `${job.id}/${pose.path}` : null,
+    error: job.error ? `${job.error.code}: ${job.error.message}` : null,
+    duration_s:
+      job.startedAt !== null && job.finishedAt !== null ? (job.finishedAt - job.startedAt) / 1000 : null,
+  };
+}
+
+function rank(batch: Batch, rows: ResultRow[]): ResultRow[] {
   const sign = batch.scoreBetter === "lower" ? 1 : -1;
   const scored = rows.filter((r) => r.status === "succeeded" && r.score !== null);
   scored.sort((a, b) => sign * (a.score! - b.score!));
@@ -203,7 +207,7 @@ export async function writeBatchArtifacts(ctx: AppContext, due: Batch, scratchDi
   // Everything below is read after this instant, so artifacts stamped with it are at least this fresh.
   const snapshotAt = ctx.now();
   const batch = (await ctx.store.getBatch(due.orgId, due.id)) ?? due;
-  const rows = rankedRows(batch, await allChildren(ctx, batch));
+  const rows = await batchRows(ctx, batch);
   const area = batchArea(batch.id);
   await ctx.blobs.put(`${area}/batch_results.csv`, Buffer.from(resultsCsv(rows)));
   await ctx.blobs.put(

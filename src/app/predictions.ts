@@ -1,9 +1,13 @@
+import { availableParallelism } from "node:os";
 import { text } from "node:stream/consumers";
-import { validateLigandsInParallel } from "../chem/check-pool.ts";
+import { checkInWorkers, validateLigandsInParallel } from "../chem/check-pool.ts";
 import {
+  assembleValidation,
   type InvalidLigand,
   type LigandEntry,
   type LigandInput,
+  type LigandValidation,
+  listNeedsRdkit,
   parseLigandList,
   validateLigands,
 } from "../chem/ligands.ts";
@@ -18,7 +22,8 @@ import type { JsonObject } from "../domain/json.ts";
 import type { ModelSpec } from "../models/model.ts";
 import { resolveParameters } from "../models/parameters.ts";
 import { MODEL_SPECS } from "../models/registry.ts";
-import type { NewBatchChild } from "../store/store.ts";
+import type { NewBatch, NewBatchChild } from "../store/store.ts";
+import { batchArea } from "./batch-results.ts";
 import type { AppContext } from "./context.ts";
 import { getDataset } from "./datasets.ts";
 
@@ -205,35 +210,109 @@ function ligandSpec(ligand: LigandEntry, index: number): PredictionJobSpec["liga
   };
 }
 
+/** What a batch's check needs once the request is gone: the rows and how to treat bad ones. */
+interface PendingLigands {
+  entries: LigandInput[];
+  errors: InvalidLigand[];
+  skip_invalid: boolean;
+  max_heavy_atoms: number | null;
+}
+
+/**
+ * Accepts a batch. Up to `HANGAR_BATCH_SYNC_CHECK_LIMIT` ligands are checked before answering, so
+ * bad rows are a 422; bigger batches are accepted at once as `validating` and checked in the
+ * background (RDKit needs ~0.3 ms per SMILES), ending `queued` or `rejected` with the same listing.
+ */
 export async function submitBatch(ctx: AppContext, orgId: string, request: BatchRequest): Promise<Batch> {
   const spec = modelSpec(request.model);
   const target = await resolveTarget(ctx, orgId, spec, request);
   const ligands = await requestedLigands(ctx, orgId, request);
-  const checked = await validateLigandsInParallel(ligands.entries, {
-    maxLigands: ctx.config.maxBatchLigands,
-    ...(spec.maxLigandAtoms !== undefined ? { maxHeavyAtoms: spec.maxLigandAtoms } : {}),
-  });
-  const invalid = [...ligands.errors, ...checked.invalid].sort((a, b) => a.index - b.index);
-  if (invalid.length > 0 && !request.skip_invalid) {
+  const total = ligands.entries.length + ligands.errors.length;
+  if (total > ctx.config.maxBatchLigands) {
     throw unprocessable(
-      "invalid_ligands",
-      `${invalid.length} of ${ligands.entries.length + ligands.errors.length} ligands are not usable (set skip_invalid to run the rest): ${invalid
-        .slice(0, 5)
-        .map((row) => `#${row.index} ${row.name}: ${row.reason}`)
-        .join("; ")}${invalid.length > 5 ? "; …" : ""}`,
-      { invalid },
+      "too_many_ligands",
+      `${total} ligands given; at most ${ctx.config.maxBatchLigands} are accepted in one batch`,
+      { count: total, max: ctx.config.maxBatchLigands },
     );
   }
-  const failedAt = new Map(invalid.map((row) => [row.index, row]));
-  const validAt = new Map(checked.valid.map((ligand) => [ligand.index, ligand]));
-  const total = ligands.entries.length + ligands.errors.length;
+  const batch: NewBatch = {
+    id: newId("batch"),
+    orgId,
+    name: request.batch_name ?? `${spec.name} screen`,
+    model: spec.name,
+    modelVersion: spec.version,
+    priority: request.priority ?? 0,
+    maxConcurrent: request.max_concurrent ?? ctx.config.defaultMaxConcurrent,
+    score: { name: spec.score.name, unit: spec.score.unit, better: spec.score.better },
+    spec: target as unknown as JsonObject,
+    createdAt: ctx.now(),
+  };
+  const pending: PendingLigands = {
+    ...ligands,
+    skip_invalid: request.skip_invalid ?? false,
+    max_heavy_atoms: spec.maxLigandAtoms ?? null,
+  };
+  if (total > ctx.config.batchSyncCheckLimit) {
+    await ctx.blobs.put(`${batchArea(batch.id)}/ligands.json`, Buffer.from(JSON.stringify(pending)));
+    // The scheduler's batch-validation loop picks it up within one tick.
+    return ctx.store.insertValidatingBatch(batch, total);
+  }
+  const verdict = judge(pending, await validateLigandsInParallel(pending.entries, limits(ctx, pending)));
+  if (verdict.rejection)
+    throw unprocessable("invalid_ligands", verdict.rejection.message, { invalid: verdict.invalid });
+  const created = await ctx.store.insertBatch(
+    { ...batch, spec: { ...batch.spec, ...verdict.notes } },
+    childrenOf(spec.name, total, verdict),
+    policy(ctx),
+  );
+  ctx.events.emit("work");
+  return created;
+}
+
+const limits = (ctx: AppContext, pending: PendingLigands) => ({
+  maxLigands: ctx.config.maxBatchLigands,
+  ...(pending.max_heavy_atoms !== null ? { maxHeavyAtoms: pending.max_heavy_atoms } : {}),
+});
+
+interface Verdict {
+  checked: LigandValidation;
+  invalid: InvalidLigand[];
+  rejection: { message: string } | null;
+  notes: JsonObject;
+}
+
+/** Whether a checked list may run: invalid rows reject it unless `skip_invalid`. */
+function judge(pending: PendingLigands, checked: LigandValidation): Verdict {
+  const invalid = [...pending.errors, ...checked.invalid].sort((a, b) => a.index - b.index);
+  const total = pending.entries.length + pending.errors.length;
+  const rejection =
+    invalid.length > 0 && !pending.skip_invalid
+      ? {
+          message: `${invalid.length} of ${total} ligands are not usable (set skip_invalid to run the rest): ${invalid
+            .slice(0, 5)
+            .map((row) => `#${row.index} ${row.name}: ${row.reason}`)
+            .join("; ")}${invalid.length > 5 ? "; …" : ""}`,
+        }
+      : null;
+  const notes = {
+    skipped: invalid.length,
+    renamed: checked.renamed,
+    fragments_dropped: checked.valid.filter((l) => l.fragmentsDropped > 0).map((l) => l.name),
+  } as unknown as JsonObject;
+  return { checked, invalid, rejection, notes };
+}
+
+/** Children in file order: valid rows queued, invalid ones (skip_invalid) failed with their reason. */
+function childrenOf(model: string, total: number, verdict: Verdict, from = 0, to = total): NewBatchChild[] {
+  const failedAt = new Map(verdict.invalid.map((row) => [row.index, row]));
+  const validAt = new Map(verdict.checked.valid.map((ligand) => [ligand.index, ligand]));
   const children: NewBatchChild[] = [];
-  for (let index = 0; index < total; index++) {
+  for (let index = from; index < to; index++) {
     const ligand = validAt.get(index);
     if (ligand) {
       children.push({
         id: newId("job"),
-        spec: { model: spec.name, ligand: ligandSpec(ligand, index) } as unknown as JsonObject,
+        spec: { model, ligand: ligandSpec(ligand, index) } as unknown as JsonObject,
       });
       continue;
     }
@@ -241,7 +320,7 @@ export async function submitBatch(ctx: AppContext, orgId: string, request: Batch
     children.push({
       id: newId("job"),
       spec: {
-        model: spec.name,
+        model,
         ligand: {
           input_id: `lig_${index}`,
           name: bad.name,
@@ -253,29 +332,48 @@ export async function submitBatch(ctx: AppContext, orgId: string, request: Batch
       failure: { code: "invalid_ligand", message: bad.reason, retryable: false },
     });
   }
-  const batch = await ctx.store.insertBatch(
-    {
-      id: newId("batch"),
-      orgId,
-      name: request.batch_name ?? `${spec.name} screen`,
-      model: spec.name,
-      modelVersion: spec.version,
-      priority: request.priority ?? 0,
-      maxConcurrent: request.max_concurrent ?? ctx.config.defaultMaxConcurrent,
-      score: { name: spec.score.name, unit: spec.score.unit, better: spec.score.better },
-      spec: {
-        ...target,
-        skipped: invalid.length,
-        renamed: checked.renamed,
-        fragments_dropped: checked.valid.filter((l) => l.fragmentsDropped > 0).map((l) => l.name),
-      } as unknown as JsonObject,
-      createdAt: ctx.now(),
-    },
-    children,
-    policy(ctx),
+  return children;
+}
+
+/** The background check of a batch accepted as `validating` (run by one server, under a lease). */
+export async function validateBatch(ctx: AppContext, batch: Batch): Promise<Batch | null> {
+  const pending = JSON.parse(
+    await text(await ctx.blobs.get(`${batchArea(batch.id)}/ligands.json`)),
+  ) as PendingLigands;
+  // One core stays free to serve requests (and heartbeats) while the others check.
+  const threads = Math.max(1, availableParallelism() - 1);
+  const distinct = [...new Set(pending.entries.map((entry) => entry.smiles))];
+  const checks = await checkInWorkers(distinct, threads);
+  const verdict = judge(
+    pending,
+    assembleValidation(pending.entries, limits(ctx, pending), (s) => checks.get(s)!),
   );
+  if (verdict.rejection) {
+    const rejected = await ctx.store.rejectBatch(
+      batch.id,
+      {
+        code: "invalid_ligands",
+        message: verdict.rejection.message,
+        invalid: verdict.invalid,
+      } as unknown as JsonObject,
+      ctx.now(),
+    );
+    ctx.events.emit(`batch:${batch.id}`);
+    return rejected;
+  }
+  const total = pending.entries.length + pending.errors.length;
+  for (let from = 0; from < total; from += 5_000) {
+    const to = Math.min(total, from + 5_000);
+    await ctx.store.appendBatchChildren(
+      batch,
+      childrenOf(batch.model, total, verdict, from, to),
+      policy(ctx),
+    );
+  }
+  const opened = await ctx.store.openValidatedBatch(batch.id, verdict.notes, ctx.now());
   ctx.events.emit("work");
-  return batch;
+  ctx.events.emit(`batch:${batch.id}`);
+  return opened;
 }
 
 async function requestedLigands(
@@ -293,7 +391,8 @@ async function requestedLigands(
   if (!request.ligands_dataset) throw unprocessable("no_ligands", "Give ligands or ligands_dataset");
   const dataset = await getDataset(ctx, orgId, request.ligands_dataset);
   const file = dataset.files[0]!;
-  const parsed = parseLigandList(await loadRdkit(), file.path, await text(await ctx.blobs.get(file.blobKey)));
+  const rdkit = listNeedsRdkit(file.path) ? await loadRdkit() : null;
+  const parsed = parseLigandList(rdkit, file.path, await text(await ctx.blobs.get(file.blobKey)));
   if (parsed.entries.length + parsed.errors.length === 0) {
     throw unprocessable("no_ligands", `${file.path} holds no ligands`);
   }

@@ -40,28 +40,51 @@ export async function validateLigandsInParallel(
   return assembleValidation(ligands, options, (smiles) => checks.get(smiles)!);
 }
 
-async function checkInWorkers(smiles: string[], threads: number): Promise<Map<string, LigandCheck>> {
-  const size = Math.ceil(smiles.length / threads);
-  const slices = Array.from({ length: threads }, (_, i) => smiles.slice(i * size, (i + 1) * size));
-  const results = await Promise.all(
-    slices.map(async (slice) => {
-      const worker = new Worker(new URL("./check-worker.ts", import.meta.url));
-      try {
-        return await new Promise<LigandCheck[]>((resolve, reject) => {
-          worker.once("message", resolve);
-          worker.once("error", reject);
-          worker.postMessage(slice);
-        });
-      } finally {
-        await worker.terminate();
-      }
-    }),
-  );
-  const checks = new Map<string, LigandCheck>();
-  slices.forEach((slice, i) => {
-    slice.forEach((one, j) => {
-      checks.set(one, results[i]![j]!);
+/** One worker thread with its own RDKit, checking slices of SMILES it is sent, one slice at a time. */
+export class SmilesChecker {
+  readonly #worker = new Worker(new URL("./check-worker.ts", import.meta.url));
+
+  check(smiles: string[]): Promise<LigandCheck[]> {
+    return new Promise<LigandCheck[]>((resolve, reject) => {
+      const onError = (error: Error) => reject(error);
+      this.#worker.once("error", onError);
+      this.#worker.once("message", (checks: LigandCheck[]) => {
+        this.#worker.off("error", onError);
+        resolve(checks);
+      });
+      this.#worker.postMessage(smiles);
     });
-  });
+  }
+
+  async close(): Promise<void> {
+    await this.#worker.terminate();
+  }
+}
+
+/** Checks each distinct SMILES once, `threads` workers side by side, `slice` SMILES per message. */
+export async function checkInWorkers(
+  smiles: readonly string[],
+  threads: number,
+  slice = 5_000,
+): Promise<Map<string, LigandCheck>> {
+  const checkers = Array.from({ length: threads }, () => new SmilesChecker());
+  const checks = new Map<string, LigandCheck>();
+  let next = 0;
+  try {
+    await Promise.all(
+      checkers.map(async (checker) => {
+        for (let start = next; start < smiles.length; start = next) {
+          next += slice;
+          const part = smiles.slice(start, start + slice);
+          const results = await checker.check(part);
+          part.forEach((one, i) => {
+            checks.set(one, results[i]!);
+          });
+        }
+      }),
+    );
+  } finally {
+    await Promise.all(checkers.map((checker) => checker.close()));
+  }
   return checks;
 }

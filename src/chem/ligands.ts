@@ -152,8 +152,14 @@ function rdkitComplaint(rdkit: Rdkit): string {
     .replace(/\s+/g, " ");
 }
 
-/** Reads a ligand list: `.csv` (with a `smiles` column), `.smi`/`.smiles`, or `.sdf`. */
-export function parseLigandList(rdkit: Rdkit, fileName: string, content: string): LigandList {
+/** Whether reading this list needs RDKit (only SD files: their molblocks become SMILES). */
+export const listNeedsRdkit = (fileName: string) => fileName.toLowerCase().endsWith(".sdf");
+
+/**
+ * Reads a ligand list: `.csv` (with a `smiles` column), `.smi`/`.smiles`, or `.sdf`. `rdkit` may be
+ * null when `listNeedsRdkit` says so: loading it costs ~100 MB, which a CSV does not need.
+ */
+export function parseLigandList(rdkit: Rdkit | null, fileName: string, content: string): LigandList {
   const text = content.startsWith("\uFEFF") ? content.slice(1) : content;
   const extension = /\.[^./\\]+$/.exec(fileName.toLowerCase())?.[0] ?? "";
   switch (extension) {
@@ -163,6 +169,7 @@ export function parseLigandList(rdkit: Rdkit, fileName: string, content: string)
     case ".smiles":
       return { entries: parseSmiLigands(text), errors: [] };
     case ".sdf":
+      if (!rdkit) throw new Error("parseLigandList needs RDKit for an SD file (see listNeedsRdkit)");
       return parseSdfLigands(rdkit, text);
     default:
       throw unprocessable(

@@ -9,7 +9,7 @@ import type { JsonObject } from "../domain/json.ts";
 import { parseParameterAssignment } from "../domain/parameters.ts";
 import { HangarClient } from "./client.ts";
 
-const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+const TERMINAL = new Set(["succeeded", "failed", "cancelled", "rejected"]);
 const BAR = 24;
 
 export interface BatchView {
@@ -26,6 +26,7 @@ export interface BatchView {
   };
   score: { name: string; unit: string; better: string; best: number | null; mean: number | null };
   eta_s: number | null;
+  error: { code: string; message: string } | null;
 }
 
 export interface PredictionView {
@@ -207,10 +208,12 @@ export function addPredictionCommands(program: Command): void {
         if (!options.json) process.stderr.write(`submitted ${batch.id} (${batch.progress.total} ligands)\n`);
         if (options.wait) batch = await waitForBatch(client, batch.id, Boolean(options.json));
         if (options.json) print(batch);
-        else
+        else if (batch.error) print(`${batch.id} ${batch.status}: ${batch.error.message}`);
+        else {
           print(
             `${batch.id} ${batch.status}: ${batch.progress.completed}/${batch.progress.total} scored, best ${batch.score.best ?? "–"} ${batch.score.unit}`,
           );
+        }
         if (options.wait) process.exitCode = exitCodeOf(batch.status);
       },
     );

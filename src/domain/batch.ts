@@ -1,7 +1,19 @@
 import type { JobStatus } from "./job.ts";
 import type { JsonObject } from "./json.ts";
 
-export const BATCH_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"] as const;
+/**
+ * `validating`: a big batch accepted before its ligands were checked (they are checked in the
+ * background); `rejected`: that check found invalid rows and `skip_invalid` was not set.
+ */
+export const BATCH_STATUSES = [
+  "validating",
+  "rejected",
+  "queued",
+  "running",
+  "succeeded",
+  "failed",
+  "cancelled",
+] as const;
 export type BatchStatus = (typeof BATCH_STATUSES)[number];
 
 /** Children by state. They live on the batch row and move in the same transaction as each child. */
@@ -80,7 +92,7 @@ export function batchStatusOf(
 }
 
 export const isBatchFinished = (status: BatchStatus) =>
-  status === "succeeded" || status === "failed" || status === "cancelled";
+  status === "succeeded" || status === "failed" || status === "cancelled" || status === "rejected";
 
 /** Seconds left at the pace so far (children ended per second since the batch started); null before any. */
 export function etaSeconds(counters: BatchCounters, startedAt: number | null, now: number): number | null {

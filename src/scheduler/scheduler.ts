@@ -6,6 +6,7 @@ import type { AgentHub } from "../app/agent-hub.ts";
 import { hashSecret } from "../app/api-keys.ts";
 import { writeBatchArtifacts } from "../app/batch-results.ts";
 import type { AppContext } from "../app/context.ts";
+import { validateBatch } from "../app/predictions.ts";
 import { LaunchBackoff } from "../domain/backoff.ts";
 import { newId } from "../domain/ids.ts";
 import { type Instance, type InstanceState, LIVE_STATES } from "../domain/instance.ts";
@@ -14,6 +15,8 @@ import { type Instance, type InstanceState, LIVE_STATES } from "../domain/instan
 const BOOT_TIMEOUT_MS = 120_000;
 /** How long a stopped agent gets to release its job and exit before the drain moves on. */
 const AGENT_EXIT_GRACE_MS = 15_000;
+/** How long one server may hold a batch's ligand check before another may take it over. */
+const VALIDATION_LEASE_MS = 10 * 60_000;
 
 /**
  * The periodic loops. Each tick of each loop runs on exactly one server process in the cluster,
@@ -26,6 +29,7 @@ export class Scheduler {
   readonly #startedAt: number;
   readonly #launchBackoff = new LaunchBackoff();
   #stopped = false;
+  #validating: Promise<void> | null = null;
   #loop: Promise<void> | undefined;
 
   constructor(ctx: AppContext, hub: AgentHub, agentUrl: () => string) {
@@ -49,6 +53,7 @@ export class Scheduler {
   async stop(): Promise<void> {
     this.#stopped = true;
     await this.#loop;
+    await this.#validating;
   }
 
   async #run(): Promise<void> {
@@ -76,6 +81,26 @@ export class Scheduler {
     if (!this.#ctx.draining && (await store.tryRunLoop("provision", interval, now)))
       await this.provision(now);
     if (await store.tryRunLoop("batch_artifacts", interval, now)) await this.refreshBatchArtifacts(now);
+    if (!this.#validating && (await store.tryRunLoop("batch_validation", interval, now))) {
+      await this.startBatchValidation(now);
+    }
+  }
+
+  /**
+   * Takes the check of one batch accepted as `validating` and runs it beside the loops (it takes
+   * seconds for a big batch); its lease lets another server take over if this one dies.
+   */
+  async startBatchValidation(now: number): Promise<void> {
+    const { store, log } = this.#ctx;
+    const batch = await store.claimBatchValidation(now, VALIDATION_LEASE_MS);
+    if (!batch) return;
+    log.info({ batch_id: batch.id, ligands: batch.counters.total }, "checking a batch's ligands");
+    this.#validating = validateBatch(this.#ctx, batch)
+      .then((checked) => log.info({ batch_id: batch.id, status: checked?.status }, "batch checked"))
+      .catch((error: unknown) => log.error({ err: error, batch_id: batch.id }, "checking a batch failed"))
+      .finally(() => {
+        this.#validating = null;
+      });
   }
 
   /** Rewrites the artifacts of batches that finished, or ran on, since theirs were written. */
@@ -86,6 +111,11 @@ export class Scheduler {
     const scratch = join(config.dataDir, "tmp");
     await mkdir(scratch, { recursive: true });
     for (const batch of due) {
+      // Rewriting a running batch's artifacts reads every child: big batches refresh less often
+      // (100,000 children: every ~17 minutes); finished ones are always written at once.
+      const spacingMs = Math.max(config.batchArtifactsRefreshS * 1000, batch.counters.total * 10);
+      if (batch.finishedAt === null && batch.artifactsAt !== null && now - batch.artifactsAt < spacingMs)
+        continue;
       try {
         await writeBatchArtifacts(this.#ctx, batch, scratch);
       } catch (error) {

@@ -97,7 +97,7 @@ export function predictionView(job: Job) {
 export function batchView(batch: Batch, now: number) {
   const { counters } = batch;
   const stats = statisticsFromSums(batch.scoreCount, batch.scoreSum, batch.scoreSquareSum);
-  const spec = batch.spec as unknown as PredictionTargetSpec & { skipped?: number };
+  const spec = batch.spec as unknown as PredictionTargetSpec & { skipped?: number; rejection?: JsonObject };
   return {
     id: batch.id,
     name: batch.name,
@@ -134,6 +134,8 @@ export function batchView(batch: Batch, now: number) {
       : null,
     parameters: spec.parameters,
     skipped_invalid: spec.skipped ?? 0,
+    // A batch checked in the background and rejected: the same listing a 422 would have carried.
+    error: spec.rejection ?? null,
     cancel_requested: batch.cancelRequested,
     created_at: iso(batch.createdAt),
     started_at: iso(batch.startedAt),

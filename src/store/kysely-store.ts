@@ -99,6 +99,57 @@ const CHILD_INSERT_CHUNK = 1000;
 
 const LEASE_CLEARED = { lease_owner: null, lease_token: null, lease_expires_at: null } as const;
 
+function batchColumns(batch: NewBatch) {
+  return {
+    id: batch.id,
+    org_id: batch.orgId,
+    name: batch.name,
+    model: batch.model,
+    model_version: batch.modelVersion,
+    priority: batch.priority,
+    max_concurrent: batch.maxConcurrent,
+    score_name: batch.score.name,
+    score_unit: batch.score.unit,
+    score_better: batch.score.better,
+    spec: JSON.stringify(batch.spec),
+    created_at: batch.createdAt,
+  };
+}
+
+/** Children in chunks that keep each statement under SQLite's bound-parameter limit (32,766). */
+async function insertChildren(
+  trx: Kysely<Database>,
+  batch: Pick<NewBatch, "id" | "orgId" | "priority" | "createdAt">,
+  children: NewBatchChild[],
+  policy: BatchChildPolicy,
+): Promise<void> {
+  for (let start = 0; start < children.length; start += CHILD_INSERT_CHUNK) {
+    await trx
+      .insertInto("jobs")
+      .values(
+        children.slice(start, start + CHILD_INSERT_CHUNK).map((child) => ({
+          id: child.id,
+          org_id: batch.orgId,
+          kind: "predict",
+          notebook_id: null,
+          batch_id: batch.id,
+          spec: JSON.stringify(child.spec),
+          status: child.failure ? "failed" : "queued",
+          priority: batch.priority,
+          max_attempts: policy.maxAttempts,
+          backoff_min_ms: policy.backoffMinMs,
+          backoff_max_ms: policy.backoffMaxMs,
+          timeout_ms: policy.timeoutMs,
+          run_at: batch.createdAt,
+          created_at: batch.createdAt,
+          finished_at: child.failure ? batch.createdAt : null,
+          error: child.failure ? JSON.stringify(child.failure) : null,
+        })),
+      )
+      .execute();
+  }
+}
+
 /** Columns of a job whose attempt ended in success or cancellation. */
 const endedColumns = (outcome: Exclude<FinishOutcome, { status: "failed" }>, now: number) => ({
   status: outcome.status,
@@ -597,53 +648,129 @@ export class KyselyStore implements Store {
       const row = await trx
         .insertInto("batches")
         .values({
-          id: batch.id,
-          org_id: batch.orgId,
-          name: batch.name,
-          model: batch.model,
-          model_version: batch.modelVersion,
+          ...batchColumns(batch),
           status: children.length === failed ? "failed" : "queued",
-          priority: batch.priority,
-          max_concurrent: batch.maxConcurrent,
           total: children.length,
           pending: children.length - failed,
           failed,
-          score_name: batch.score.name,
-          score_unit: batch.score.unit,
-          score_better: batch.score.better,
-          spec: JSON.stringify(batch.spec),
-          created_at: batch.createdAt,
           finished_at: children.length === failed ? batch.createdAt : null,
         })
         .returningAll()
         .executeTakeFirstOrThrow();
-      // Chunks keep each statement under SQLite's bound-parameter limit (32,766 since 3.32).
-      for (let start = 0; start < children.length; start += CHILD_INSERT_CHUNK) {
+      await insertChildren(trx, batch, children, policy);
+      return toBatch(row);
+    });
+  }
+
+  async insertValidatingBatch(batch: NewBatch, total: number): Promise<Batch> {
+    const row = await this.#db
+      .insertInto("batches")
+      .values({ ...batchColumns(batch), status: "validating", total, pending: 0 })
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    return toBatch(row);
+  }
+
+  async claimBatchValidation(now: number, leaseMs: number): Promise<Batch | null> {
+    return this.#db.transaction().execute(async (trx) => {
+      let pick = trx
+        .selectFrom("batches")
+        .selectAll()
+        .where("status", "=", "validating")
+        .where((eb) => eb.or([eb("validation_until", "is", null), eb("validation_until", "<", now)]))
+        .orderBy("id")
+        .limit(1);
+      if (this.capabilities.skipLocked) pick = pick.forUpdate().skipLocked();
+      const row = await pick.executeTakeFirst();
+      if (!row) return null;
+      // A lapsed check starts over: children a crashed server had added go first.
+      await trx.deleteFrom("jobs").where("batch_id", "=", row.id).execute();
+      const claimed = await trx
+        .updateTable("batches")
+        .set({ validation_until: now + leaseMs, failed: 0, pending: 0 })
+        .where("id", "=", row.id)
+        .returningAll()
+        .executeTakeFirstOrThrow();
+      return toBatch(claimed);
+    });
+  }
+
+  async appendBatchChildren(
+    batch: Batch,
+    children: NewBatchChild[],
+    policy: BatchChildPolicy,
+  ): Promise<void> {
+    await this.#db.transaction().execute(async (trx) => {
+      await insertChildren(trx, batch, children, policy);
+      const failed = children.filter((c) => c.failure).length;
+      if (failed > 0) {
         await trx
-          .insertInto("jobs")
-          .values(
-            children.slice(start, start + CHILD_INSERT_CHUNK).map((child) => ({
-              id: child.id,
-              org_id: batch.orgId,
-              kind: "predict",
-              notebook_id: null,
-              batch_id: batch.id,
-              spec: JSON.stringify(child.spec),
-              status: child.failure ? "failed" : "queued",
-              priority: batch.priority,
-              max_attempts: policy.maxAttempts,
-              backoff_min_ms: policy.backoffMinMs,
-              backoff_max_ms: policy.backoffMaxMs,
-              timeout_ms: policy.timeoutMs,
-              run_at: batch.createdAt,
-              created_at: batch.createdAt,
-              finished_at: child.failure ? batch.createdAt : null,
-              error: child.failure ? JSON.stringify(child.failure) : null,
-            })),
-          )
+          .updateTable("batches")
+          .set((eb) => ({ failed: eb("failed", "+", failed) }))
+          .where("id", "=", batch.id)
           .execute();
       }
-      return toBatch(row);
+    });
+  }
+
+  async openValidatedBatch(batchId: string, notes: JsonObject, now: number): Promise<Batch | null> {
+    return this.#db.transaction().execute(async (trx) => {
+      const current = await trx
+        .selectFrom("batches")
+        .select("spec")
+        .where("id", "=", batchId)
+        .executeTakeFirst();
+      if (!current) return null;
+      const queued = await trx
+        .selectFrom("jobs")
+        .select((eb) => eb.fn.countAll<number>().as("n"))
+        .where("batch_id", "=", batchId)
+        .where("status", "=", "queued")
+        .executeTakeFirstOrThrow();
+      const row = await trx
+        .updateTable("batches")
+        .set({
+          status: "queued",
+          pending: Number(queued.n),
+          validation_until: null,
+          spec: JSON.stringify({ ...(JSON.parse(current.spec) as JsonObject), ...notes }),
+        })
+        .where("id", "=", batchId)
+        .where("status", "=", "validating")
+        .returningAll()
+        .executeTakeFirst();
+      if (!row) return null;
+      // A batch whose every row was invalid (skip_invalid) ends at once.
+      await settleStatus(trx, toBatch(row), now);
+      const settled = await trx
+        .selectFrom("batches")
+        .selectAll()
+        .where("id", "=", batchId)
+        .executeTakeFirstOrThrow();
+      return toBatch(settled);
+    });
+  }
+
+  async rejectBatch(batchId: string, rejection: JsonObject, now: number): Promise<Batch | null> {
+    return this.#db.transaction().execute(async (trx) => {
+      const row = await trx.selectFrom("batches").select("spec").where("id", "=", batchId).executeTakeFirst();
+      if (!row) return null;
+      await trx.deleteFrom("jobs").where("batch_id", "=", batchId).execute();
+      const updated = await trx
+        .updateTable("batches")
+        .set({
+          status: "rejected",
+          pending: 0,
+          failed: 0,
+          finished_at: now,
+          validation_until: null,
+          spec: JSON.stringify({ ...(JSON.parse(row.spec) as JsonObject), rejection }),
+        })
+        .where("id", "=", batchId)
+        .where("status", "=", "validating")
+        .returningAll()
+        .executeTakeFirst();
+      return updated ? toBatch(updated) : null;
     });
   }
 

@@ -174,6 +174,12 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0003_batch_validation": {
+    async up(db: Kysely<unknown>) {
+      // Big batches are checked after they are accepted; this lease makes one server do it.
+      await db.schema.alterTable("batches").addColumn("validation_until", "bigint").execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

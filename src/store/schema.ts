@@ -86,6 +86,7 @@ export interface Database {
     started_at: number | null;
     finished_at: number | null;
     artifacts_at: number | null;
+    validation_until: number | null;
   };
   job_logs: {
     job_id: string;

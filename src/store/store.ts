@@ -204,6 +204,16 @@ export interface Store {
 
   /** Inserts a batch and all its children in one transaction (failed children already ended). */
   insertBatch(batch: NewBatch, children: NewBatchChild[], policy: BatchChildPolicy): Promise<Batch>;
+  /** A batch accepted before its ligands are checked: no children yet, status `validating`. */
+  insertValidatingBatch(batch: NewBatch, total: number): Promise<Batch>;
+  /** One server takes the check of one validating batch (a lease, taken again when it lapses). */
+  claimBatchValidation(now: number, leaseMs: number): Promise<Batch | null>;
+  /** Adds checked children to a validating batch (failed ones count as failed at once). */
+  appendBatchChildren(batch: Batch, children: NewBatchChild[], policy: BatchChildPolicy): Promise<void>;
+  /** Ends the check: the queued children become claimable; `notes` join the batch's spec. */
+  openValidatedBatch(batchId: string, notes: JsonObject, now: number): Promise<Batch | null>;
+  /** Ends the check with a rejection: children removed, the reason kept in the spec. */
+  rejectBatch(batchId: string, rejection: JsonObject, now: number): Promise<Batch | null>;
   getBatch(orgId: string, id: string): Promise<Batch | null>;
   listBatches(orgId: string, limit: number): Promise<Batch[]>;
   listBatchChildren(query: ListChildrenQuery): Promise<Job[]>;

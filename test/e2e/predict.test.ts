@@ -26,7 +26,8 @@ describe("predictions and batch screens (SQLite, local provider, real Vina)", {
   let receptorId: string;
 
   before(async () => {
-    server = await spawnServer({ HANGAR_LOCAL_MAX_INSTANCES: "1" });
+    // Batches of more than three ligands take the background check that big batches take.
+    server = await spawnServer({ HANGAR_LOCAL_MAX_INSTANCES: "1", HANGAR_BATCH_SYNC_CHECK_LIMIT: "3" });
     dir = await mkdtemp(join(tmpdir(), "hangar-predict-"));
     receptorId = (await server.client.uploadDataset([{ path: RECEPTOR, name: "1hpv.pdb" }])).id;
   });
@@ -82,6 +83,37 @@ describe("predictions and batch screens (SQLite, local provider, real Vina)", {
     assert.equal(after.batches.length, before.batches.length);
   });
 
+  it("accepts a big batch at once and rejects it after the background check, listing the bad rows", async () => {
+    const accepted = await server.client.request<BatchView>("POST", "/api/v1/predict/batch", {
+      model: "vina",
+      receptor: receptorId,
+      parameters: QUICK,
+      ligands: [
+        { name: "a", smiles: "CCO" },
+        { name: "b", smiles: "C1CC(" },
+        { name: "c", smiles: "CCN" },
+        { name: "d", smiles: "CCC" },
+      ],
+    });
+    assert.equal(accepted.status, "validating");
+    const rejected = await waitFor("the check to reject it", async () => {
+      const view = await server.client.request<
+        BatchView & { error: { code: string; invalid: { index: number }[] } | null }
+      >("GET", `/api/v1/batches/${accepted.id}`);
+      return view.status === "rejected" ? view : null;
+    });
+    assert.equal(rejected.error?.code, "invalid_ligands");
+    assert.deepEqual(
+      rejected.error?.invalid.map((row) => row.index),
+      [1],
+    );
+    const children = await server.client.request<{ children: unknown[] }>(
+      "GET",
+      `/api/v1/batches/${accepted.id}/children`,
+    );
+    assert.equal(children.children.length, 0, "a rejected batch keeps no children");
+  });
+
   it("screens ligands with Vina: live counters, ranked results, CSV, histogram and top poses", async () => {
     const submitted = await server.client.request<BatchView & { skipped_invalid: number }>(
       "POST",
@@ -102,8 +134,7 @@ describe("predictions and batch screens (SQLite, local provider, real Vina)", {
       },
     );
     assert.equal(submitted.progress.total, 4);
-    assert.equal(submitted.progress.failed, 1, "the invalid row is a failed child from the start");
-    assert.equal(submitted.skipped_invalid, 1);
+    assert.equal(submitted.status, "validating", "four ligands are over this server's check-at-submit limit");
     const batch = await waitFor(
       "the screen to end",
       async () => {
@@ -113,6 +144,7 @@ describe("predictions and batch screens (SQLite, local provider, real Vina)", {
       240_000,
     );
     assert.equal(batch.status, "succeeded", JSON.stringify(batch));
+    assert.equal((batch as BatchView & { skipped_invalid: number }).skipped_invalid, 1);
     assert.deepEqual(batch.progress, {
       total: 4,
       pending: 0,

@@ -461,6 +461,105 @@ for (const dialect of DIALECTS) {
         assert.equal(await store.getBatch(OTHER_ORG, batch.id), null, "batches are scoped by org");
       });
 
+      it("checks a big batch under one server's lease before its children can be claimed", async () => {
+        const model = `model-${newId("batch")}`;
+        const base = {
+          id: newId("batch"),
+          orgId: ORG,
+          name: "big",
+          model,
+          modelVersion: "1",
+          priority: 0,
+          maxConcurrent: 10,
+          score: { name: "affinity", unit: "kcal/mol", better: "lower" as const },
+          spec: { target: "x" },
+          createdAt: 1_000,
+        };
+        const accepted = await store.insertValidatingBatch(base, 3);
+        assert.equal(accepted.status, "validating");
+        assert.equal(accepted.counters.total, 3);
+        const claimed = await store.claimBatchValidation(2_000, 60_000);
+        assert.equal(claimed?.id, accepted.id);
+        assert.equal(await store.claimBatchValidation(2_001, 60_000), null, "one server checks it");
+        await store.appendBatchChildren(
+          claimed!,
+          [
+            { id: newId("job"), spec: { n: 0 } },
+            {
+              id: newId("job"),
+              spec: { n: 1 },
+              failure: { code: "invalid_ligand", message: "bad", retryable: false },
+            },
+          ],
+          policy,
+        );
+        // A lapsed check starts over from nothing.
+        const again = await store.claimBatchValidation(70_000, 60_000);
+        assert.equal(again?.id, accepted.id);
+        assert.equal(
+          (await store.listBatchChildren({ orgId: ORG, batchId: accepted.id, limit: 10 })).length,
+          0,
+        );
+        await store.appendBatchChildren(
+          again!,
+          [
+            { id: newId("job"), spec: { n: 0 } },
+            {
+              id: newId("job"),
+              spec: { n: 1 },
+              failure: { code: "invalid_ligand", message: "bad", retryable: false },
+            },
+            { id: newId("job"), spec: { n: 2 } },
+          ],
+          policy,
+        );
+        assert.equal(await claim(model, 5), null, "nothing runs before the check ends");
+        const opened = await store.openValidatedBatch(accepted.id, { skipped: 1 }, 71_000);
+        assert.equal(opened?.status, "queued");
+        assert.deepEqual(opened?.counters, {
+          total: 3,
+          pending: 2,
+          running: 0,
+          completed: 0,
+          failed: 1,
+          cancelled: 0,
+        });
+        assert.equal(opened?.spec.skipped, 1);
+        assert.equal((await claim(model, 5, 72_000))?.jobs.length, 2);
+        await store.requestBatchCancel(ORG, accepted.id, 73_000);
+      });
+
+      it("rejects a checked batch: its children go and the reason stays", async () => {
+        const accepted = await store.insertValidatingBatch(
+          {
+            id: newId("batch"),
+            orgId: ORG,
+            name: "bad",
+            model: `model-${newId("batch")}`,
+            modelVersion: "1",
+            priority: 0,
+            maxConcurrent: 10,
+            score: { name: "affinity", unit: "kcal/mol", better: "lower" },
+            spec: {},
+            createdAt: 1_000,
+          },
+          1,
+        );
+        const claimed = await store.claimBatchValidation(2_000, 60_000);
+        await store.appendBatchChildren(claimed!, [{ id: newId("job"), spec: {} }], policy);
+        const rejected = await store.rejectBatch(
+          accepted.id,
+          { code: "invalid_ligands", invalid: [1] },
+          3_000,
+        );
+        assert.equal(rejected?.status, "rejected");
+        assert.deepEqual(rejected?.spec.rejection, { code: "invalid_ligands", invalid: [1] });
+        assert.equal(
+          (await store.listBatchChildren({ orgId: ORG, batchId: accepted.id, limit: 10 })).length,
+          0,
+        );
+      });
+
       it("keeps children out of the generic claim and lists them page by page", async () => {
         const { batch } = await newBatch(5);
         const generic = await store.claim({ owner: "w", limit: 100, leaseMs: 1_000, now: 2_000 });

@@ -1,6 +1,6 @@
 import { type Static, Type, type TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import type { FastifyInstance } from "fastify";
-import { ARTIFACTS, allChildren, batchArea, rankedRows, resultsCsv } from "../../app/batch-results.ts";
+import { ARTIFACTS, batchArea, batchRows, resultsCsv } from "../../app/batch-results.ts";
 import type { AppContext } from "../../app/context.ts";
 import {
   type BatchRequest,
@@ -140,7 +140,7 @@ export function predictionRoutes(app: FastifyInstance, ctx: AppContext) {
     { schema: { tags: ["predictions"], params: Id, querystring: ResultsQuery } },
     async (request, reply) => {
       const batch = await getBatch(ctx, request.orgId, request.params.id);
-      let rows = rankedRows(batch, await allChildren(ctx, batch));
+      let rows = await batchRows(ctx, batch);
       const { sort = "rank", order = "asc", limit, format = "json" } = request.query;
       if (sort === "name") rows.sort((a, b) => a.name.localeCompare(b.name));
       if (sort === "score")
