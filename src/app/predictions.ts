@@ -12,7 +12,7 @@ import {
   validateLigands,
 } from "../chem/ligands.ts";
 import { loadRdkit } from "../chem/rdkit.ts";
-import { boxFromLigand, parseReceptor } from "../chem/receptor.ts";
+import { boxFromLigand, parseReceptor, receptorFileFormat } from "../chem/receptor.ts";
 import { DEFAULT_RETRY_POLICY } from "../domain/backoff.ts";
 import type { Batch } from "../domain/batch.ts";
 import { badRequest, notFound, unprocessable } from "../domain/errors.ts";
@@ -68,7 +68,6 @@ export interface BatchRequest extends TargetRequest {
 
 /** Parameters the control plane consumes itself rather than passing to the model. */
 const CONTROL_PARAMETERS = ["box_ligand", "box_padding"];
-const RECEPTOR_EXTENSIONS = [".pdb", ".pdbqt", ".ent"];
 const AMINO_ACIDS = /^[ACDEFGHIKLMNPQRSTVWYXBZUO]+$/;
 const MAX_SEQUENCE_LENGTH = 5_000;
 
@@ -116,9 +115,7 @@ async function resolveTarget(
     );
   }
   const dataset = await getDataset(ctx, orgId, request.receptor);
-  const file = dataset.files.find((f) =>
-    RECEPTOR_EXTENSIONS.some((ext) => f.path.toLowerCase().endsWith(ext)),
-  );
+  const file = dataset.files.find((f) => receptorFileFormat(f.path) !== null);
   if (!file) {
     throw unprocessable(
       "invalid_receptor",

@@ -40,6 +40,13 @@ export interface Box {
 }
 
 const RECEPTOR_EXTENSIONS = [".pdb", ".pdbqt", ".ent"];
+
+/** A receptor file's format by its name (`.pdb`/`.ent` or `.pdbqt`); null for anything else. */
+export function receptorFileFormat(fileName: string): "pdb" | "pdbqt" | null {
+  const extension = /\.[^./\\]+$/.exec(fileName.toLowerCase())?.[0] ?? "";
+  if (!RECEPTOR_EXTENSIONS.includes(extension)) return null;
+  return extension === ".pdbqt" ? "pdbqt" : "pdb";
+}
 const WATER_NAMES = new Set(["HOH", "WAT", "H2O", "DOD", "SOL", "TIP", "TIP3"]);
 const MIN_BOX_SIDE = 10;
 
@@ -59,15 +66,14 @@ const isWater = (residueName: string) => WATER_NAMES.has(residueName);
 
 /** Reads the ATOM and HETATM records (fixed PDB columns; PDBQT shares them up to column 54). */
 export function parseReceptor(fileName: string, text: string): Receptor {
-  const extension = /\.[^./\\]+$/.exec(fileName.toLowerCase())?.[0] ?? "";
-  if (!RECEPTOR_EXTENSIONS.includes(extension)) {
+  const format = receptorFileFormat(fileName);
+  if (format === null) {
     throw unprocessable(
       "invalid_receptor",
       `${fileName}: a receptor must be a ${RECEPTOR_EXTENSIONS.join(", ")} file`,
       { file: fileName },
     );
   }
-  const format = extension === ".pdbqt" ? "pdbqt" : "pdb";
   const coordinates: number[] = [];
   const hetero: number[] = [];
   const atoms: Omit<ReceptorAtoms, "count" | "coordinates" | "hetero"> = {
@@ -245,31 +251,3 @@ export function boxFromLigand(receptor: Receptor, residueName: string, paddingAn
 
 /** Rounds up to 0.1, ignoring floating-point dust (20.000000001 stays 20). */
 const ceilTenth = (value: number) => Math.ceil(value * 10 - 1e-6) / 10;
-
-/**
- * The protein alone as PDB text, for the docking preparation on instances: waters and every HETATM
- * record dropped, one conformation, atoms renumbered, element symbols in columns 77-78, TER after each chain.
- */
-export function rigidReceptorPdb(receptor: Receptor): string {
-  const { atoms } = receptor;
-  const lines: string[] = [];
-  let serial = 0;
-  let previous = -1;
-  // Columns 18-21: three-letter names right-justified, four-letter ones (TIP3) spill into column 21.
-  const residueColumns = (i: number) => atoms.residueNames[i]!.padStart(3).padEnd(4);
-  const ter = (i: number) =>
-    `TER   ${String(++serial % 100000).padStart(5)}      ${residueColumns(i)}${atoms.chains[i]}${atoms.residueIds[i]}`.trimEnd();
-  for (let i = 0; i < atoms.count; i++) {
-    if (atoms.hetero[i] === 1 || isWater(atoms.residueNames[i]!)) continue;
-    if (previous >= 0 && atoms.chains[i] !== atoms.chains[previous]) lines.push(ter(previous));
-    const [x, y, z] = [0, 1, 2].map((axis) => atoms.coordinates[3 * i + axis]!.toFixed(3).padStart(8));
-    lines.push(
-      `ATOM  ${String(++serial % 100000).padStart(5)} ${atoms.names[i]} ${residueColumns(i)}` +
-        `${atoms.chains[i]}${atoms.residueIds[i]}   ${x}${y}${z}  1.00  0.00          ${atoms.elements[i]!.padStart(2)}`,
-    );
-    previous = i;
-  }
-  if (previous >= 0) lines.push(ter(previous));
-  lines.push("END");
-  return `${lines.join("\n")}\n`;
-}

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { describe, it } from "node:test";
-import { boxFromLigand, parseReceptor, rigidReceptorPdb } from "../../src/chem/receptor.ts";
+import { boxFromLigand, parseReceptor, receptorFileFormat } from "../../src/chem/receptor.ts";
 import { HangarError } from "../../src/domain/errors.ts";
 
 /** HIV-1 protease with the inhibitor VX-478 (residue name 478) and 80 waters, from Debian's pymol-data. */
@@ -85,20 +85,12 @@ describe("parseReceptor on 1hpv.pdb", { skip: hpvMissing }, () => {
     assert.throws(() => boxFromLigand(receptor, "HOH"), hangarError("box_ligand_not_found"));
   });
 
-  it("writes the protein alone for docking preparation", () => {
-    const pdb = rigidReceptorPdb(parseReceptor("1hpv.pdb", text));
-    const lines = pdb.trimEnd().split("\n");
-    const residueNames = new Set(lines.map((line) => line.slice(17, 20)));
-    assert.ok(!residueNames.has("HOH") && !residueNames.has("478"), "no water, no inhibitor");
-    assert.ok(!lines.some((line) => line.startsWith("HETATM")));
-    assert.equal(lines.filter((line) => line.startsWith("ATOM  ")).length, 1516);
-    assert.equal(lines.filter((line) => line.startsWith("TER")).length, 2, "one TER per chain");
-    assert.equal(lines.at(-1), "END");
-    assert.equal(lines[0], "ATOM      1  N   PRO A   1      13.120  39.003   5.159  1.00  0.00           N");
-
-    const reread = parseReceptor("rigid.pdb", pdb);
-    assert.equal(reread.proteinAtoms, 1516);
-    assert.deepEqual(reread.heteroResidues, []);
+  it("tells receptor formats by file name", () => {
+    assert.equal(receptorFileFormat("1hpv.pdb"), "pdb");
+    assert.equal(receptorFileFormat("/data/1HPV.ENT"), "pdb");
+    assert.equal(receptorFileFormat("sub/protein.pdbqt"), "pdbqt");
+    assert.equal(receptorFileFormat("protein.cif"), null);
+    assert.equal(receptorFileFormat("pdb"), null);
   });
 });
 
@@ -153,10 +145,6 @@ describe("parseReceptor", () => {
     const receptor = parseReceptor("protein.pdbqt", pdbqt);
     assert.equal(receptor.format, "pdbqt");
     assert.deepEqual(receptor.atoms.elements, ["N", "H", "O", "C"]);
-    assert.match(
-      rigidReceptorPdb(receptor),
-      /^ATOM {6}2 {2}HN1 MET B 225 {7}9\.110 116\.757 {2}71\.885 {2}1\.00 {2}0\.00 {11}H$/m,
-    );
   });
 
   it("keeps one alternate conformation and only the first model", () => {

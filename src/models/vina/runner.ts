@@ -1,6 +1,7 @@
 import { type ExecFileException, execFile } from "node:child_process";
 import { readFile, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { receptorFileFormat } from "../../chem/receptor.ts";
 import type { JsonObject } from "../../domain/json.ts";
 import type {
   CommandSpec,
@@ -196,13 +197,6 @@ async function isFile(candidate: string): Promise<boolean> {
 
 const hasAtoms = (structure: string): boolean => /^(ATOM|HETATM) /m.test(structure);
 
-function receptorFormat(receptorPath: string): "pdb" | "pdbqt" | null {
-  const extension = path.extname(receptorPath).toLowerCase();
-  if (extension === ".pdbqt") return "pdbqt";
-  if (extension === ".pdb" || extension === ".ent") return "pdb";
-  return null;
-}
-
 function requireReceptorPath(context: PredictionContext): string {
   if (!context.receptorPath) throw new Error("vina needs a receptor structure, but the work unit has none");
   return context.receptorPath;
@@ -211,7 +205,7 @@ function requireReceptorPath(context: PredictionContext): string {
 /** Where `prepareShared` leaves the receptor PDBQT: the upload itself when it already is one. */
 function preparedReceptorPath(context: PredictionContext): string {
   const receptorPath = requireReceptorPath(context);
-  return receptorFormat(receptorPath) === "pdbqt"
+  return receptorFileFormat(receptorPath) === "pdbqt"
     ? path.resolve(receptorPath)
     : path.resolve(context.workDir, PREPARED_RECEPTOR_FILE);
 }
@@ -281,7 +275,7 @@ export class VinaRunner implements ModelRunner {
 
   async prepareShared(context: PredictionContext): Promise<void> {
     const receptorPath = requireReceptorPath(context);
-    const format = receptorFormat(receptorPath);
+    const format = receptorFileFormat(receptorPath);
     if (format === null) {
       throw new Error(`receptor ${path.basename(receptorPath)}: vina takes a .pdb, .ent or .pdbqt file`);
     }
