@@ -8,12 +8,11 @@ import { LogShipper } from "./log-shipper.ts";
 import { executeNotebook, type NotebookOutcome } from "./notebook/executor.ts";
 import { builtInRunners } from "./predict/runners.ts";
 import { PredictionUnitRunner } from "./predict/unit.ts";
+import { type StopReason, stoppedEnding } from "./stop-reasons.ts";
 import { downloadTo, listFiles, TransferError, uploadFrom } from "./transfer.ts";
 
 /** Failures that another attempt cannot fix: the notebook itself is at fault. */
 const PERMANENT = new Set(["cell_error", "invalid_notebook", "invalid_parameters", "timeout"]);
-
-type StopReason = "cancel" | "lease_lost" | "timeout" | "shutdown";
 
 interface AgentSettings {
   url: string;
@@ -293,17 +292,8 @@ class Agent {
     stopReason: StopReason | null,
     timeoutS: number,
   ): { status: "succeeded" | "failed" | "cancelled"; error?: JobError } {
-    if (stopReason === "cancel")
-      return {
-        status: "cancelled",
-        error: { code: "cancelled", message: "Cancelled by request", retryable: false },
-      };
-    if (stopReason === "timeout") {
-      return {
-        status: "failed",
-        error: { code: "timeout", message: `Run exceeded its timeout of ${timeoutS} s`, retryable: false },
-      };
-    }
+    const stopped = stoppedEnding(stopReason, timeoutS, "Run");
+    if (stopped) return stopped;
     if (outcome.status === "succeeded") return { status: "succeeded" };
     if (outcome.status === "cancelled") return { status: "cancelled" };
     if ("retryable" in outcome.error) return { status: "failed", error: outcome.error };

@@ -1,3 +1,4 @@
+import { rm } from "node:fs/promises";
 import { basename, join } from "node:path";
 import type { PredictionAssignment, PredictionItem } from "../../app/agent-hub.ts";
 import type { JobError } from "../../domain/job.ts";
@@ -5,6 +6,7 @@ import type { JsonObject } from "../../domain/json.ts";
 import type { CommandSpec, ModelRunner, PredictionContext, PredictionResult } from "../../models/model.ts";
 import { type ControlPlaneClient, ControlPlaneError } from "../control-plane-client.ts";
 import { LogShipper } from "../log-shipper.ts";
+import { type StopReason, stoppedEnding } from "../stop-reasons.ts";
 import { downloadTo, uploadFrom } from "../transfer.ts";
 import { runModelProcess } from "./process.ts";
 
@@ -61,8 +63,8 @@ export class PredictionUnitRunner {
     );
     // Per job: why it must stop (cancel, lease lost, timeout, shutdown), and a signal for its process.
     const stops = new Map(unit.items.map((item) => [item.job_id, new AbortController()]));
-    const reasons = new Map<string, "cancel" | "lease_lost" | "timeout" | "shutdown">();
-    const stop = (jobId: string, reason: "cancel" | "lease_lost" | "timeout" | "shutdown") => {
+    const reasons = new Map<string, StopReason>();
+    const stop = (jobId: string, reason: StopReason) => {
       if (!reasons.has(jobId)) reasons.set(jobId, reason);
       stops.get(jobId)?.abort();
     };
@@ -87,7 +89,7 @@ export class PredictionUnitRunner {
           await this.#client.post(`${base}/release`, lease);
           return;
         }
-        const ended = reasonOverride(reason, unit.timeout_s) ?? body;
+        const ended = stoppedEnding(reason, unit.timeout_s, "Prediction") ?? body;
         log.line(
           `finished: ${ended.status}${ended.error ? ` (${ended.error.code}: ${ended.error.message})` : ""}`,
         );
@@ -160,6 +162,9 @@ export class PredictionUnitRunner {
   async #target(unit: PredictionAssignment, runner: ModelRunner): Promise<PredictionContext> {
     const key = `${unit.model}:${unit.batch_id ?? unit.items[0]!.job_id}`;
     if (this.#prepared?.key === key) return this.#prepared.context;
+    // One batch's files at a time: the previous target's folder (receptor, poses) goes first.
+    if (this.#prepared) await rm(this.#prepared.context.workDir, { recursive: true, force: true });
+    this.#prepared = null;
     const workDir = join(this.#workRoot, `predict-${unit.batch_id ?? unit.items[0]!.job_id}`);
     const context: PredictionContext = {
       workDir,
@@ -276,29 +281,6 @@ export class PredictionUnitRunner {
       // The client retries through restarts; a beat that still fails is made up by the next one.
     }
   }
-}
-
-function reasonOverride(
-  reason: "cancel" | "lease_lost" | "timeout" | "shutdown" | undefined,
-  timeoutS: number,
-): FinishBody | null {
-  if (reason === "cancel") {
-    return {
-      status: "cancelled",
-      error: { code: "cancelled", message: "Cancelled by request", retryable: false },
-    };
-  }
-  if (reason === "timeout") {
-    return {
-      status: "failed",
-      error: {
-        code: "timeout",
-        message: `Prediction exceeded its timeout of ${timeoutS} s`,
-        retryable: false,
-      },
-    };
-  }
-  return null;
 }
 
 function chunk<T>(items: readonly T[], size: number): T[][] {
