@@ -18,6 +18,7 @@ import { migrationProvider } from "./migrations.ts";
 import type { Database } from "./schema.ts";
 import type {
   ApiKeyRecord,
+  ArtifactRefresh,
   BatchChildPolicy,
   BatchClaimRequest,
   ClaimRequest,
@@ -929,7 +930,9 @@ export class KyselyStore implements Store {
     });
   }
 
-  async batchesDueForArtifacts(now: number, staleMs: number, limit: number): Promise<Batch[]> {
+  async batchesDueForArtifacts(now: number, refresh: ArtifactRefresh, limit: number): Promise<Batch[]> {
+    // A running batch waits the longer of the minimum and its size times perChildMs.
+    const spacing = sql<number>`case when total * ${refresh.perChildMs} > ${refresh.minMs} then total * ${refresh.perChildMs} else ${refresh.minMs} end`;
     const rows: BatchRow[] = await this.#db
       .selectFrom("batches")
       .selectAll()
@@ -938,14 +941,15 @@ export class KyselyStore implements Store {
           // Finished since its artifacts were last written: write the final ones now.
           eb.and([eb("finished_at", "is not", null), eb("artifacts_at", "is", null)]),
           eb.and([eb("finished_at", "is not", null), eb("artifacts_at", "<", eb.ref("finished_at"))]),
-          // Running: refresh at most every staleMs.
           eb.and([
             eb("status", "=", "running"),
-            eb.or([eb("artifacts_at", "is", null), eb("artifacts_at", "<", now - staleMs)]),
+            eb.or([eb("artifacts_at", "is", null), eb(sql`artifacts_at + ${spacing}`, "<", now)]),
           ]),
         ]),
       )
-      .orderBy("finished_at")
+      // Finished batches first (SQLite and PostgreSQL sort NULLs differently, so say it outright).
+      .orderBy(sql`case when finished_at is null then 1 else 0 end`)
+      .orderBy("id")
       .limit(limit)
       .execute();
     return rows.map(toBatch);

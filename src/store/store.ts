@@ -144,6 +144,13 @@ export interface ListJobsQuery {
   limit: number;
 }
 
+/** How often a running batch's artifacts are rewritten: at least `minMs` apart, more for big batches. */
+export interface ArtifactRefresh {
+  minMs: number;
+  /** Rewriting reads every child, so the spacing also grows by this much per child. */
+  perChildMs: number;
+}
+
 export interface ListChildrenQuery {
   orgId: string;
   batchId: string;
@@ -226,8 +233,11 @@ export interface Store {
   topQueuedPriorities(now: number): Promise<{ single: number | null; batch: number | null }>;
   /** Cancels the batch's queued children at once and flags its running ones. */
   requestBatchCancel(orgId: string, id: string, now: number): Promise<Batch | null>;
-  /** Batches whose artifacts are older than `staleMs` and have changed since, finished ones first. */
-  batchesDueForArtifacts(now: number, staleMs: number, limit: number): Promise<Batch[]>;
+  /**
+   * Batches whose artifacts should be (re)written: finished since they were last written, or running
+   * with artifacts older than `refresh` allows. Finished ones first.
+   */
+  batchesDueForArtifacts(now: number, refresh: ArtifactRefresh, limit: number): Promise<Batch[]>;
   markArtifactsWritten(batchId: string, at: number): Promise<void>;
   countJobsByStatus(): Promise<Record<JobStatus, number>>;
 

@@ -560,6 +560,28 @@ for (const dialect of DIALECTS) {
         );
       });
 
+      it("rewrites artifacts of finished batches first, and of running ones less often the bigger they are", async () => {
+        const small = await newBatch(2);
+        const big = await newBatch(300);
+        await claim(small.model, 1, 1_000_000);
+        const [bigJob] = (await claim(big.model, 1, 1_000_000))!.jobs;
+        const refresh = { minMs: 1_000, perChildMs: 10 };
+        const ids = async (now: number) =>
+          (await store.batchesDueForArtifacts(now, refresh, 1_000))
+            .map((b) => b.id)
+            .filter((id) => id === small.batch.id || id === big.batch.id);
+        assert.deepEqual(await ids(1_000_000), [small.batch.id, big.batch.id], "never written: both due");
+        await store.markArtifactsWritten(small.batch.id, 1_000_000);
+        await store.markArtifactsWritten(big.batch.id, 1_000_000);
+        assert.deepEqual(await ids(1_001_500), [small.batch.id], "300 children wait 3 s, 2 children 1 s");
+        assert.deepEqual(await ids(1_003_500), [small.batch.id, big.batch.id]);
+        await store.requestBatchCancel(ORG, big.batch.id, 1_004_000);
+        await store.finish(lease(bigJob!), { status: "cancelled" }, 1_004_000);
+        assert.equal((await store.getBatch(ORG, big.batch.id))?.status, "cancelled");
+        assert.equal((await ids(1_004_100))[0], big.batch.id, "a batch that ended since comes first");
+        await store.requestBatchCancel(ORG, small.batch.id, 1_005_000);
+      });
+
       it("keeps children out of the generic claim and lists them page by page", async () => {
         const { batch } = await newBatch(5);
         const generic = await store.claim({ owner: "w", limit: 100, leaseMs: 1_000, now: 2_000 });
