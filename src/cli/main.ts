@@ -1,21 +1,12 @@
 import { resolve } from "node:path";
-import { Command, InvalidArgumentError, Option } from "commander";
+import { Command, Option } from "commander";
 import { loadConfig } from "../config.ts";
 import { startServer } from "../server/server.ts";
-import { ApiError, HangarClient, type RunView } from "./client.ts";
+import { ApiError, HangarClient } from "./client.ts";
 import { describeRun, downloadRun, pushDataset, submitNotebookRun, waitForRun } from "./commands.ts";
+import { collect, exitCodeOf, integer, print } from "./options.ts";
 import { addPredictionCommands, downloadPredictionFiles } from "./predictions.ts";
 import { quickstart } from "./quickstart.ts";
-
-const integer = (value: string): number => {
-  const n = Number(value);
-  if (!Number.isInteger(n)) throw new InvalidArgumentError("not an integer");
-  return n;
-};
-const collect = (value: string, previous: string[]) => [...previous, value];
-const print = (value: unknown): void =>
-  void process.stdout.write(`${typeof value === "string" ? value : JSON.stringify(value, null, 2)}\n`);
-const exitCodeOf = (run: RunView) => (run.status === "succeeded" ? 0 : run.status === "cancelled" ? 3 : 1);
 
 const program = new Command()
   .name("hangar")
@@ -75,7 +66,7 @@ program
     if (!options.json) process.stderr.write(`submitted ${run.id}\n`);
     if (options.wait) run = await waitForRun(client, run.id, Boolean(options.json));
     print(options.json ? run : options.wait ? describeRun(run) : run.id);
-    if (options.wait) process.exitCode = exitCodeOf(run);
+    if (options.wait) process.exitCode = exitCodeOf(run.status);
   });
 
 program

@@ -8,6 +8,7 @@ import type { Command } from "commander";
 import type { JsonObject } from "../domain/json.ts";
 import { parseParameterAssignment } from "../domain/parameters.ts";
 import { HangarClient } from "./client.ts";
+import { collect, exitCodeOf, integer, print } from "./options.ts";
 
 const TERMINAL = new Set(["succeeded", "failed", "cancelled", "rejected"]);
 const BAR = 24;
@@ -44,16 +45,6 @@ interface TargetOptions {
   param: string[];
   priority?: number;
 }
-
-const collect = (value: string, previous: string[]) => [...previous, value];
-const integer = (value: string) => {
-  const n = Number(value);
-  if (!Number.isInteger(n)) throw new Error(`not a whole number: ${value}`);
-  return n;
-};
-const print = (value: unknown): void => {
-  process.stdout.write(`${typeof value === "string" ? value : JSON.stringify(value, null, 2)}\n`);
-};
 
 /** The body fields every prediction shares; a receptor file is uploaded as a dataset first. */
 async function targetBody(client: HangarClient, options: TargetOptions): Promise<JsonObject> {
@@ -139,8 +130,6 @@ export async function downloadPredictionFiles(
   }
   return saved;
 }
-
-const exitCodeOf = (status: string) => (status === "succeeded" ? 0 : 1);
 
 export function addPredictionCommands(program: Command): void {
   program
