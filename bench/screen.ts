@@ -266,60 +266,68 @@ async function killAgents(dataDir: string): Promise<void> {
   }
 }
 
-/** The same prepared inputs docked by vina directly, one single-threaded process per core, as a shell loop would. */
+/**
+ * The same prepared inputs docked by vina directly, one single-threaded process per core, as a shell
+ * loop would: Hangar's receptor preparation, and the very 3D ligands Hangar docked (each child keeps
+ * its input as a `ligand` structure), so both sides run the same searches with the same seed.
+ */
 async function vinaDirect(
-  ligands: { name: string; smiles: string }[],
+  ligandFiles: string[],
   box: { center: number[]; size: number[] },
+  dir: string,
 ): Promise<{ wall_s: number; ligands_per_hour: number }> {
-  const dir = await mkdtemp(join(tmpdir(), "hangar-bench-vina-"));
-  try {
-    const clean = join(dir, "receptor.pdb");
-    await writeFile(clean, cleanReceptorPdb(await readFile(RECEPTOR, "utf8")).text);
-    await run("obabel", [clean, "-xr", "-h", "-O", join(dir, "receptor.pdbqt")]);
-    for (const [i, ligand] of ligands.entries()) {
-      await run("obabel", [`-:${ligand.smiles}`, "--gen3d", "-h", "-O", join(dir, `l${i}.pdbqt`)]);
+  const clean = join(dir, "receptor.pdb");
+  await writeFile(clean, cleanReceptorPdb(await readFile(RECEPTOR, "utf8")).text);
+  await run("obabel", [clean, "-xr", "-h", "-O", join(dir, "receptor.pdbqt")]);
+  const started = performance.now();
+  let next = 0;
+  const lane = async () => {
+    for (let i = next++; i < ligandFiles.length; i = next++) {
+      await run("vina", [
+        "--receptor",
+        join(dir, "receptor.pdbqt"),
+        "--ligand",
+        ligandFiles[i]!,
+        ...["x", "y", "z"].flatMap((axis, i) => [`--center_${axis}`, String(box.center[i])]),
+        ...["x", "y", "z"].flatMap((axis, i) => [`--size_${axis}`, String(box.size[i])]),
+        "--exhaustiveness",
+        String(EXHAUSTIVENESS),
+        "--seed",
+        "42",
+        "--cpu",
+        "1",
+        "--out",
+        join(dir, `o${i}.pdbqt`),
+      ]);
     }
-    const started = performance.now();
-    let next = 0;
-    const lane = async () => {
-      for (let i = next++; i < ligands.length; i = next++) {
-        await run("vina", [
-          "--receptor",
-          join(dir, "receptor.pdbqt"),
-          "--ligand",
-          join(dir, `l${i}.pdbqt`),
-          "--center_x",
-          String(box.center[0]),
-          "--center_y",
-          String(box.center[1]),
-          "--center_z",
-          String(box.center[2]),
-          "--size_x",
-          String(box.size[0]),
-          "--size_y",
-          String(box.size[1]),
-          "--size_z",
-          String(box.size[2]),
-          "--exhaustiveness",
-          String(EXHAUSTIVENESS),
-          "--seed",
-          "42",
-          "--cpu",
-          "1",
-          "--out",
-          join(dir, `o${i}.pdbqt`),
-        ]);
-      }
-    };
-    await Promise.all(Array.from({ length: availableParallelism() }, lane));
-    const wall = (performance.now() - started) / 1000;
-    return { wall_s: round(wall, 1), ligands_per_hour: round((ligands.length / wall) * 3600, 0) };
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  };
+  await Promise.all(Array.from({ length: availableParallelism() }, lane));
+  const wall = (performance.now() - started) / 1000;
+  return { wall_s: round(wall, 1), ligands_per_hour: round((ligandFiles.length / wall) * 3600, 0) };
 }
 
-async function vinaThroughHangar(ligands: { name: string; smiles: string }[]) {
+/** Downloads the 3D ligand each child docked, in submission order. */
+async function dockedInputs(client: HangarClient, batchId: string, dir: string): Promise<string[]> {
+  const page = await client.request<{ children: { id: string }[] }>(
+    "GET",
+    `/api/v1/batches/${batchId}/children?limit=1000`,
+  );
+  const files: string[] = [];
+  for (const [i, child] of page.children.entries()) {
+    const download = await client.request<{ files: { path: string; url: string }[] }>(
+      "GET",
+      `/api/v1/jobs/${child.id}/download`,
+    );
+    const ligand = download.files.find((f) => f.path.endsWith(".ligand.pdbqt"));
+    if (!ligand) throw new Error(`child ${child.id} kept no prepared ligand`);
+    const file = join(dir, `l${i}.pdbqt`);
+    await writeFile(file, Buffer.from(await (await fetch(ligand.url)).arrayBuffer()));
+    files.push(file);
+  }
+  return files;
+}
+
+async function vinaThroughHangar(ligands: { name: string; smiles: string }[], inputsDir: string) {
   const { server, dir } = await startBenchServer({});
   try {
     const client = new HangarClient(server.url, API_KEY);
@@ -344,6 +352,7 @@ async function vinaThroughHangar(ligands: { name: string; smiles: string }[]) {
     const wall = (performance.now() - started) / 1000;
     const p = submitted.parameters;
     return {
+      ligandFiles: await dockedInputs(client, submitted.id, inputsDir),
       result: {
         wall_s: round(wall, 1),
         ligands_per_hour: round((view.progress.completed / wall) * 3600, 0),
@@ -432,9 +441,11 @@ if (!args["skip-postgres"]) result.submit_postgres = await bigBatch("postgres");
 if (!args["skip-vina"]) {
   const vinaLigands = VINA_SET.slice(0, VINA_LIGANDS);
   progress(`vina: ${VINA_LIGANDS} ligands through Hangar (exhaustiveness ${EXHAUSTIVENESS})`);
-  const hangar = await vinaThroughHangar(vinaLigands);
-  progress("vina: the same ligands directly");
-  const direct = await vinaDirect(vinaLigands, hangar.box);
+  const inputsDir = await mkdtemp(join(tmpdir(), "hangar-bench-vina-"));
+  const hangar = await vinaThroughHangar(vinaLigands, inputsDir);
+  progress(`vina: Hangar ${JSON.stringify(hangar.result)}; the same inputs directly`);
+  const direct = await vinaDirect(hangar.ligandFiles, hangar.box, inputsDir);
+  await rm(inputsDir, { recursive: true, force: true });
   result.vina = {
     ligands: VINA_LIGANDS,
     exhaustiveness: EXHAUSTIVENESS,
@@ -443,7 +454,7 @@ if (!args["skip-vina"]) {
     direct,
     ratio_hangar_over_direct: round(hangar.result.ligands_per_hour / direct.ligands_per_hour, 2),
     target_ratio: 0.9,
-    note: "Hangar's time includes submit, receptor and ligand preparation and uploads; the direct loop's excludes preparation",
+    note: "Both dock the same prepared 3D ligands with the same seed; Hangar's time also includes submit, receptor and ligand preparation and uploads, the direct loop's excludes preparation",
   };
 }
 process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);

@@ -6,3 +6,19 @@ export function childEnv(env: NodeJS.ProcessEnv, extra: Record<string, string> =
   const kept = Object.entries(env).filter(([name]) => !name.startsWith("HANGAR_"));
   return { ...Object.fromEntries(kept), ...extra };
 }
+
+/** Settings that model runners read to find executables, caches and weights; none is a secret. */
+const MODEL_SETTING = /^HANGAR_(VINA|OBABEL|BOLTZ|AF3)_/;
+
+/**
+ * The environment model runners see and give their processes: no agent secrets, and OpenMP held to
+ * each process's share of the cores unless the instance sets OMP_NUM_THREADS itself. Processes run
+ * side by side that each start a thread per core (openbabel's MMFF94 in `--gen3d` does) spin
+ * against each other: on two cores that made one 3D ligand take 5-20 s instead of 0.1 s.
+ */
+export function modelEnv(env: NodeJS.ProcessEnv, threadsPerProcess: number): NodeJS.ProcessEnv {
+  const kept = Object.entries(env).filter(
+    ([name]) => !name.startsWith("HANGAR_") || MODEL_SETTING.test(name),
+  );
+  return { OMP_NUM_THREADS: String(Math.max(1, threadsPerProcess)), ...Object.fromEntries(kept) };
+}

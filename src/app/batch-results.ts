@@ -1,6 +1,8 @@
 import { execFile } from "node:child_process";
 import { readFile, rm } from "node:fs/promises";
+import { Readable } from "node:stream";
 import { text } from "node:stream/consumers";
+import { setImmediate } from "node:timers/promises";
 import { promisify } from "node:util";
 import { strToU8, type Zippable, zipSync } from "fflate";
 import { type Batch, median, statisticsFromSums } from "../domain/batch.ts";
@@ -36,12 +38,13 @@ export const ARTIFACTS = [
   "top_10_structures.zip",
 ] as const;
 
-const PAGE = 5_000;
+/** Small pages: SQLite reads synchronously, and each page holds the event loop while it is read. */
+const PAGE = 1_000;
 
 /**
  * Every child of a batch as a result row, ranked best first (succeeded by score, then the rest in
  * submission order). Children are read page by page and only their rows are kept, so a batch of
- * 100,000 never holds 100,000 full jobs at once.
+ * 100,000 never holds 100,000 full jobs at once; requests get a turn between pages.
  */
 export async function batchRows(ctx: AppContext, batch: Batch): Promise<ResultRow[]> {
   const rows: ResultRow[] = [];
@@ -52,9 +55,10 @@ export async function batchRows(ctx: AppContext, batch: Batch): Promise<ResultRo
       limit: PAGE,
       ...(after ? { after } : {}),
     });
-    rows.push(...page.map((job) => resultRow(batch, job)));
+    for (const job of page) rows.push(resultRow(batch, job));
     if (page.length < PAGE) return rank(batch, rows);
     after = page.at(-1)!.id;
+    await setImmediate();
   }
 }
 
@@ -65,7 +69,8 @@ function resultRow(batch: Batch, job: Job): ResultRow {
     | null;
   const structures =
     (result?.structures as { path: string; format: string; role: string }[] | undefined) ?? [];
-  const pose = structures.find((s) => s.format === "sdf") ?? structures[0];
+  const poses = structures.filter((s) => s.role === "pose" || s.role === "complex");
+  const pose = poses.find((s) => s.format === "sdf") ?? poses[0];
   return {
     rank: null,
     job_id: job.id,
@@ -100,6 +105,11 @@ const csvField = (value: string | number | null) => {
 };
 
 export function resultsCsv(rows: ResultRow[]): string {
+  return [...resultsCsvParts(rows)].join("");
+}
+
+/** The results CSV in parts of a thousand lines, so a big batch's file is never one string. */
+export function* resultsCsvParts(rows: ResultRow[]): Generator<string> {
   const confidenceKeys = [...new Set(rows.flatMap((r) => Object.keys(r.confidence)))].sort();
   const header = [
     "rank",
@@ -112,22 +122,26 @@ export function resultsCsv(rows: ResultRow[]): string {
     "pose_file",
     "error",
   ];
-  const lines = rows.map((r) =>
-    [
-      r.rank,
-      r.name,
-      r.smiles,
-      r.status,
-      r.score,
-      r.unit,
-      ...confidenceKeys.map((k) => r.confidence[k] ?? null),
-      r.pose_file,
-      r.error,
-    ]
-      .map(csvField)
-      .join(","),
-  );
-  return `${[header.join(","), ...lines].join("\n")}\n`;
+  yield `${header.join(",")}\n`;
+  for (let start = 0; start < rows.length; start += PAGE) {
+    let part = "";
+    for (const r of rows.slice(start, start + PAGE)) {
+      part += `${[
+        r.rank,
+        r.name,
+        r.smiles,
+        r.status,
+        r.score,
+        r.unit,
+        ...confidenceKeys.map((k) => r.confidence[k] ?? null),
+        r.pose_file,
+        r.error,
+      ]
+        .map(csvField)
+        .join(",")}\n`;
+    }
+    yield part;
+  }
 }
 
 export function summary(batch: Batch, rows: ResultRow[]): JsonObject {
@@ -209,7 +223,7 @@ export async function writeBatchArtifacts(ctx: AppContext, due: Batch, scratchDi
   const batch = (await ctx.store.getBatch(due.orgId, due.id)) ?? due;
   const rows = await batchRows(ctx, batch);
   const area = batchArea(batch.id);
-  await ctx.blobs.put(`${area}/batch_results.csv`, Buffer.from(resultsCsv(rows)));
+  await ctx.blobs.put(`${area}/batch_results.csv`, Readable.from(resultsCsvParts(rows)));
   await ctx.blobs.put(
     `${area}/summary.json`,
     Buffer.from(`${JSON.stringify(summary(batch, rows), null, 2)}\n`),

@@ -1,13 +1,12 @@
-import { availableParallelism } from "node:os";
 import { text } from "node:stream/consumers";
-import { checkInWorkers, validateLigandsInParallel } from "../chem/check-pool.ts";
 import {
-  assembleValidation,
+  checkLigandRange,
   type InvalidLigand,
   type LigandEntry,
   type LigandInput,
-  type LigandValidation,
+  type LigandVerdicts,
   listNeedsRdkit,
+  nameLigands,
   parseLigandList,
   validateLigands,
 } from "../chem/ligands.ts";
@@ -207,24 +206,26 @@ function ligandSpec(ligand: LigandEntry, index: number): PredictionJobSpec["liga
   };
 }
 
-/** What a batch's check needs once the request is gone: the rows and how to treat bad ones. */
+/** What a batch's check needs once the request is gone: the rows in file order and how to treat bad ones. */
 interface PendingLigands {
-  entries: LigandInput[];
-  errors: InvalidLigand[];
+  ligands: LigandInput[];
   skip_invalid: boolean;
   max_heavy_atoms: number | null;
 }
 
+/** Children are checked, built and (for a big batch) stored this many at a time. */
+const CHECK_CHUNK = 1_000;
+
 /**
  * Accepts a batch. Up to `HANGAR_BATCH_SYNC_CHECK_LIMIT` ligands are checked before answering, so
- * bad rows are a 422; bigger batches are accepted at once as `validating` and checked in the
- * background (RDKit needs ~0.3 ms per SMILES), ending `queued` or `rejected` with the same listing.
+ * bad rows are a 422 and nothing is stored; bigger batches are accepted at once as `validating` and
+ * checked in the background, ending `queued` or `rejected` with the same listing.
  */
 export async function submitBatch(ctx: AppContext, orgId: string, request: BatchRequest): Promise<Batch> {
   const spec = modelSpec(request.model);
   const target = await resolveTarget(ctx, orgId, spec, request);
   const ligands = await requestedLigands(ctx, orgId, request);
-  const total = ligands.entries.length + ligands.errors.length;
+  const total = ligands.length;
   if (total > ctx.config.maxBatchLigands) {
     throw unprocessable(
       "too_many_ligands",
@@ -245,7 +246,7 @@ export async function submitBatch(ctx: AppContext, orgId: string, request: Batch
     createdAt: ctx.now(),
   };
   const pending: PendingLigands = {
-    ...ligands,
+    ligands,
     skip_invalid: request.skip_invalid ?? false,
     max_heavy_atoms: spec.maxLigandAtoms ?? null,
   };
@@ -254,72 +255,85 @@ export async function submitBatch(ctx: AppContext, orgId: string, request: Batch
     // The scheduler's batch-validation loop picks it up within one tick.
     return ctx.store.insertValidatingBatch(batch, total);
   }
-  const verdict = judge(pending, await validateLigandsInParallel(pending.entries, limits(ctx, pending)));
-  if (verdict.rejection)
-    throw unprocessable("invalid_ligands", verdict.rejection.message, { invalid: verdict.invalid });
+  const children: NewBatchChild[] = [];
+  const verdict = await checkInChunks(spec.name, pending, async (chunk) => {
+    children.push(...chunk);
+  });
+  if (verdict.rejection) {
+    throw unprocessable("invalid_ligands", verdict.rejection, { invalid: verdict.invalid });
+  }
   const created = await ctx.store.insertBatch(
     { ...batch, spec: { ...batch.spec, ...verdict.notes } },
-    childrenOf(spec.name, total, verdict),
+    children,
     policy(ctx),
   );
   ctx.events.emit("work");
   return created;
 }
 
-const limits = (ctx: AppContext, pending: PendingLigands) => ({
-  maxLigands: ctx.config.maxBatchLigands,
-  ...(pending.max_heavy_atoms !== null ? { maxHeavyAtoms: pending.max_heavy_atoms } : {}),
-});
-
 interface Verdict {
-  checked: LigandValidation;
   invalid: InvalidLigand[];
-  rejection: { message: string } | null;
+  /** Why the batch may not run: invalid rows without `skip_invalid`. */
+  rejection: string | null;
   notes: JsonObject;
 }
 
-/** Whether a checked list may run: invalid rows reject it unless `skip_invalid`. */
-function judge(pending: PendingLigands, checked: LigandValidation): Verdict {
-  const invalid = [...pending.errors, ...checked.invalid].sort((a, b) => a.index - b.index);
-  const total = pending.entries.length + pending.errors.length;
+/**
+ * Checks a batch's ligands a chunk at a time and hands each chunk's children, in file order, to
+ * `store` (valid rows queued, invalid ones failed with their reason). Once a row is invalid and
+ * `skip_invalid` is not set the batch will be rejected: checking goes on, to list every bad row,
+ * but nothing more is stored. Only one chunk's children exist at a time.
+ */
+async function checkInChunks(
+  model: string,
+  pending: PendingLigands,
+  store: (children: NewBatchChild[]) => Promise<void>,
+): Promise<Verdict> {
+  const rdkit = await loadRdkit();
+  const { ligands } = pending;
+  const naming = nameLigands(ligands);
+  const options = pending.max_heavy_atoms !== null ? { maxHeavyAtoms: pending.max_heavy_atoms } : {};
+  const invalid: InvalidLigand[] = [];
+  const fragmentsDropped: string[] = [];
+  for (let from = 0; from < ligands.length; from += CHECK_CHUNK) {
+    const range = { from, to: Math.min(ligands.length, from + CHECK_CHUNK) };
+    const checked = await checkLigandRange(rdkit, ligands, naming, range, options);
+    invalid.push(...checked.invalid);
+    for (const ligand of checked.valid) if (ligand.fragmentsDropped > 0) fragmentsDropped.push(ligand.name);
+    if (invalid.length === 0 || pending.skip_invalid) await store(childrenOf(model, checked));
+  }
   const rejection =
     invalid.length > 0 && !pending.skip_invalid
-      ? {
-          message: `${invalid.length} of ${total} ligands are not usable (set skip_invalid to run the rest): ${invalid
-            .slice(0, 5)
-            .map((row) => `#${row.index} ${row.name}: ${row.reason}`)
-            .join("; ")}${invalid.length > 5 ? "; …" : ""}`,
-        }
+      ? `${invalid.length} of ${ligands.length} ligands are not usable (set skip_invalid to run the rest): ${invalid
+          .slice(0, 5)
+          .map((row) => `#${row.index} ${row.name}: ${row.reason}`)
+          .join("; ")}${invalid.length > 5 ? "; …" : ""}`
       : null;
   const notes = {
     skipped: invalid.length,
-    renamed: checked.renamed,
-    fragments_dropped: checked.valid.filter((l) => l.fragmentsDropped > 0).map((l) => l.name),
+    renamed: naming.renamed,
+    fragments_dropped: fragmentsDropped,
   } as unknown as JsonObject;
-  return { checked, invalid, rejection, notes };
+  return { invalid, rejection, notes };
 }
 
-/** Children in file order: valid rows queued, invalid ones (skip_invalid) failed with their reason. */
-function childrenOf(model: string, total: number, verdict: Verdict, from = 0, to = total): NewBatchChild[] {
-  const failedAt = new Map(verdict.invalid.map((row) => [row.index, row]));
-  const validAt = new Map(verdict.checked.valid.map((ligand) => [ligand.index, ligand]));
-  const children: NewBatchChild[] = [];
-  for (let index = from; index < to; index++) {
-    const ligand = validAt.get(index);
-    if (ligand) {
-      children.push({
-        id: newId("job"),
-        spec: { model, ligand: ligandSpec(ligand, index) } as unknown as JsonObject,
-      });
-      continue;
-    }
-    const bad = failedAt.get(index)!;
-    children.push({
+/** One chunk's children in file order: valid rows queued, invalid ones failed with their reason. */
+function childrenOf(model: string, checked: LigandVerdicts): NewBatchChild[] {
+  const queued = checked.valid.map((ligand) => ({
+    index: ligand.index,
+    child: {
+      id: newId("job"),
+      spec: { model, ligand: ligandSpec(ligand, ligand.index) } as unknown as JsonObject,
+    },
+  }));
+  const failed = checked.invalid.map((bad) => ({
+    index: bad.index,
+    child: {
       id: newId("job"),
       spec: {
         model,
         ligand: {
-          input_id: `lig_${index}`,
+          input_id: `lig_${bad.index}`,
           name: bad.name,
           smiles: "",
           input_smiles: bad.smiles ?? "",
@@ -327,9 +341,9 @@ function childrenOf(model: string, total: number, verdict: Verdict, from = 0, to
         },
       } as unknown as JsonObject,
       failure: { code: "invalid_ligand", message: bad.reason, retryable: false },
-    });
-  }
-  return children;
+    },
+  }));
+  return [...queued, ...failed].sort((a, b) => a.index - b.index).map((row) => row.child);
 }
 
 /** The background check of a batch accepted as `validating` (run by one server, under a lease). */
@@ -337,20 +351,16 @@ export async function validateBatch(ctx: AppContext, batch: Batch): Promise<Batc
   const pending = JSON.parse(
     await text(await ctx.blobs.get(`${batchArea(batch.id)}/ligands.json`)),
   ) as PendingLigands;
-  // One core stays free to serve requests (and heartbeats) while the others check.
-  const threads = Math.max(1, availableParallelism() - 1);
-  const distinct = [...new Set(pending.entries.map((entry) => entry.smiles))];
-  const checks = await checkInWorkers(distinct, threads);
-  const verdict = judge(
-    pending,
-    assembleValidation(pending.entries, limits(ctx, pending), (s) => checks.get(s)!),
+  const verdict = await checkInChunks(batch.model, pending, (children) =>
+    ctx.store.appendBatchChildren(batch, children, policy(ctx)),
   );
   if (verdict.rejection) {
+    // Rejecting removes the children stored before the first bad row was met.
     const rejected = await ctx.store.rejectBatch(
       batch.id,
       {
         code: "invalid_ligands",
-        message: verdict.rejection.message,
+        message: verdict.rejection,
         invalid: verdict.invalid,
       } as unknown as JsonObject,
       ctx.now(),
@@ -358,32 +368,24 @@ export async function validateBatch(ctx: AppContext, batch: Batch): Promise<Batc
     ctx.events.emit(`batch:${batch.id}`);
     return rejected;
   }
-  const total = pending.entries.length + pending.errors.length;
-  for (let from = 0; from < total; from += 5_000) {
-    const to = Math.min(total, from + 5_000);
-    await ctx.store.appendBatchChildren(
-      batch,
-      childrenOf(batch.model, total, verdict, from, to),
-      policy(ctx),
-    );
-  }
   const opened = await ctx.store.openValidatedBatch(batch.id, verdict.notes, ctx.now());
   ctx.events.emit("work");
   ctx.events.emit(`batch:${batch.id}`);
   return opened;
 }
 
+/** The ligands of a batch request in file order; rows a file could not give are marked `unreadable`. */
 async function requestedLigands(
   ctx: AppContext,
   orgId: string,
   request: BatchRequest,
-): Promise<{ entries: LigandInput[]; errors: InvalidLigand[] }> {
+): Promise<LigandInput[]> {
   if (request.ligands && request.ligands_dataset) {
     throw badRequest("ligands_conflict", "Give either ligands or ligands_dataset, not both");
   }
   if (request.ligands) {
     if (request.ligands.length === 0) throw unprocessable("no_ligands", "ligands is empty");
-    return { entries: request.ligands.map((l, index) => ({ ...l, index })), errors: [] };
+    return request.ligands.map((l, index) => ({ ...l, index }));
   }
   if (!request.ligands_dataset) throw unprocessable("no_ligands", "Give ligands or ligands_dataset");
   const dataset = await getDataset(ctx, orgId, request.ligands_dataset);
@@ -393,7 +395,14 @@ async function requestedLigands(
   if (parsed.entries.length + parsed.errors.length === 0) {
     throw unprocessable("no_ligands", `${file.path} holds no ligands`);
   }
-  return parsed;
+  if (parsed.errors.length === 0) return parsed.entries;
+  const unreadable = parsed.errors.map((row) => ({
+    index: row.index,
+    name: row.name,
+    smiles: "",
+    unreadable: row.reason,
+  }));
+  return [...parsed.entries, ...unreadable].sort((a, b) => a.index - b.index);
 }
 
 export async function getPredictionJob(ctx: AppContext, orgId: string, id: string): Promise<Job> {

@@ -1,3 +1,4 @@
+import { setImmediate } from "node:timers/promises";
 import type { Mol, MolList } from "@rdkit/rdkit";
 import { unprocessable } from "../domain/errors.ts";
 import type { Rdkit } from "./rdkit.ts";
@@ -53,6 +54,8 @@ export interface LigandInput {
   smiles: string;
   /** Position in the source file; defaults to the position in the list. */
   index?: number | undefined;
+  /** Why the row could not be read from its file (an SD record RDKit cannot read): invalid as is. */
+  unreadable?: string | undefined;
 }
 
 export interface LigandValidation {
@@ -330,9 +333,80 @@ export function uniqueNames(names: readonly string[]): { names: string[]; rename
   return { names: unique, renamed };
 }
 
+/** Names for a whole list, made unique once: later rows of a repeated name get a suffix. */
+export interface LigandNaming {
+  /** File position of each ligand. */
+  indexes: number[];
+  names: string[];
+  renamed: Renamed[];
+}
+
+export function nameLigands(ligands: readonly LigandInput[]): LigandNaming {
+  const indexes = ligands.map((ligand, position) => ligand.index ?? position);
+  const unique = uniqueNames(
+    ligands.map((ligand, position) => ligand.name?.trim() || defaultName(indexes[position]!)),
+  );
+  const renamed = unique.renamed.map((row) => ({ ...row, index: indexes[row.index]! }));
+  return { indexes, names: unique.names, renamed };
+}
+
+export interface LigandVerdicts {
+  valid: LigandEntry[];
+  invalid: InvalidLigand[];
+}
+
 /**
- * Checks every ligand of a submission: unique names, SMILES RDKit accepts, and the model's atom limit.
- * Identical SMILES are parsed once.
+ * Checks `ligands[from..to)` in order into `into`, yielding after each one so a caller can pause.
+ * Each distinct SMILES of the range is parsed once.
+ */
+function* checkEach(
+  rdkit: Rdkit,
+  ligands: readonly LigandInput[],
+  naming: LigandNaming,
+  range: { from: number; to: number },
+  options: { maxHeavyAtoms?: number },
+  into: LigandVerdicts,
+): Generator<void> {
+  const checked = new Map<string, LigandCheck>();
+  for (let position = range.from; position < range.to; position++) {
+    const ligand = ligands[position]!;
+    const index = naming.indexes[position]!;
+    const name = naming.names[position]!;
+    if (ligand.unreadable !== undefined) {
+      into.invalid.push({ index, name, reason: ligand.unreadable });
+      continue;
+    }
+    let check = checked.get(ligand.smiles);
+    if (check === undefined) {
+      check = checkLigand(rdkit, ligand.smiles);
+      checked.set(ligand.smiles, check);
+    }
+    if (!check.ok) {
+      into.invalid.push({ index, name, reason: check.reason, smiles: ligand.smiles });
+    } else if (options.maxHeavyAtoms !== undefined && check.heavyAtoms > options.maxHeavyAtoms) {
+      into.invalid.push({
+        index,
+        name,
+        reason: `${check.heavyAtoms} heavy atoms; this model takes at most ${options.maxHeavyAtoms}`,
+        smiles: ligand.smiles,
+      });
+    } else {
+      into.valid.push({
+        index,
+        name,
+        smiles: check.smiles,
+        inputSmiles: ligand.smiles,
+        heavyAtoms: check.heavyAtoms,
+        fragmentsDropped: check.fragmentsDropped,
+      });
+    }
+    yield;
+  }
+}
+
+/**
+ * Checks every ligand of a submission at once: unique names, SMILES RDKit accepts, and the model's
+ * atom limit. For a few ligands; big lists go through `checkLigandRange`, which lets the server breathe.
  */
 export function validateLigands(
   rdkit: Rdkit,
@@ -346,53 +420,36 @@ export function validateLigands(
       { count: ligands.length, max: options.maxLigands },
     );
   }
-  return assembleValidation(ligands, options, (smiles) => checkLigand(rdkit, smiles));
+  const naming = nameLigands(ligands);
+  const verdicts: LigandVerdicts = { valid: [], invalid: [] };
+  const steps = checkEach(rdkit, ligands, naming, { from: 0, to: ligands.length }, options, verdicts);
+  while (!steps.next().done);
+  return { ...verdicts, renamed: naming.renamed };
 }
 
+/** How long one stretch of checking may hold the event loop (RDKit takes 0.07–0.3 ms per SMILES). */
+const CHECK_SLICE_MS = 8;
+
 /**
- * Names, limits and verdicts for a list of ligands, given a way to check one SMILES (in this thread,
- * or looked up from checks done by worker threads). Each distinct SMILES is checked once.
+ * Checks `ligands[from..to)` on this thread in slices of a few milliseconds, giving the event loop
+ * a turn between slices so requests and heartbeats are answered while a big batch is checked. One
+ * RDKit per process keeps the server's memory flat; worker threads would each load their own.
  */
-export function assembleValidation(
+export async function checkLigandRange(
+  rdkit: Rdkit,
   ligands: readonly LigandInput[],
+  naming: LigandNaming,
+  range: { from: number; to: number },
   options: { maxHeavyAtoms?: number },
-  checkSmiles: (smiles: string) => LigandCheck,
-): LigandValidation {
-  const indexes = ligands.map((ligand, position) => ligand.index ?? position);
-  const unique = uniqueNames(
-    ligands.map((ligand, position) => ligand.name?.trim() || defaultName(indexes[position]!)),
-  );
-  const checked = new Map<string, LigandCheck>();
-  const valid: LigandEntry[] = [];
-  const invalid: InvalidLigand[] = [];
-  ligands.forEach((ligand, position) => {
-    const index = indexes[position]!;
-    const name = unique.names[position]!;
-    let check = checked.get(ligand.smiles);
-    if (check === undefined) {
-      check = checkSmiles(ligand.smiles);
-      checked.set(ligand.smiles, check);
+): Promise<LigandVerdicts> {
+  const verdicts: LigandVerdicts = { valid: [], invalid: [] };
+  const steps = checkEach(rdkit, ligands, naming, range, options, verdicts);
+  let sliceStarted = performance.now();
+  while (!steps.next().done) {
+    if (performance.now() - sliceStarted > CHECK_SLICE_MS) {
+      await setImmediate();
+      sliceStarted = performance.now();
     }
-    if (!check.ok) {
-      invalid.push({ index, name, reason: check.reason, smiles: ligand.smiles });
-    } else if (options.maxHeavyAtoms !== undefined && check.heavyAtoms > options.maxHeavyAtoms) {
-      invalid.push({
-        index,
-        name,
-        reason: `${check.heavyAtoms} heavy atoms; this model takes at most ${options.maxHeavyAtoms}`,
-        smiles: ligand.smiles,
-      });
-    } else {
-      valid.push({
-        index,
-        name,
-        smiles: check.smiles,
-        inputSmiles: ligand.smiles,
-        heavyAtoms: check.heavyAtoms,
-        fragmentsDropped: check.fragmentsDropped,
-      });
-    }
-  });
-  const renamed = unique.renamed.map((row) => ({ ...row, index: indexes[row.index]! }));
-  return { valid, invalid, renamed };
+  }
+  return verdicts;
 }

@@ -122,3 +122,23 @@ export function median(values: readonly number[]): number | null {
   const middle = Math.floor(sorted.length / 2);
   return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
+
+/** Work waiting to start: queued jobs outside batches, and per batch the children it may start now. */
+export interface ReadyWork {
+  jobs: number;
+  /** `startable`: pending children, capped by what `max_concurrent` leaves. */
+  batches: { model: string; startable: number }[];
+}
+
+/**
+ * How many instances' worth of work is waiting: one per single job, and per batch its startable
+ * children over what one model process takes (Vina 1, Boltz-2 64), rounded up. Counting a batch
+ * as one would start one instance for a screen that could use every core.
+ */
+export function readyUnits(work: ReadyWork, perProcess: (model: string) => number): number {
+  let units = work.jobs;
+  for (const batch of work.batches) {
+    units += Math.ceil(Math.max(0, batch.startable) / Math.max(1, perProcess(batch.model)));
+  }
+  return units;
+}

@@ -94,7 +94,8 @@ export interface StructureFile {
   /** Absolute path on the instance. */
   path: string;
   format: "pdbqt" | "sdf" | "pdb" | "cif";
-  role: "pose" | "complex" | "receptor";
+  /** `ligand`: the prepared input (Vina's 3D PDBQT), kept so a docking can be re-run exactly. */
+  role: "pose" | "complex" | "receptor" | "ligand";
 }
 
 export interface PredictionError {

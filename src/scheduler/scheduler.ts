@@ -8,8 +8,10 @@ import { writeBatchArtifacts } from "../app/batch-results.ts";
 import type { AppContext } from "../app/context.ts";
 import { validateBatch } from "../app/predictions.ts";
 import { LaunchBackoff } from "../domain/backoff.ts";
+import { readyUnits } from "../domain/batch.ts";
 import { newId } from "../domain/ids.ts";
 import { type Instance, type InstanceState, LIVE_STATES } from "../domain/instance.ts";
+import { MODEL_SPECS } from "../models/registry.ts";
 
 /** How long an instance may take from launch to its agent registering. */
 const BOOT_TIMEOUT_MS = 120_000;
@@ -135,7 +137,10 @@ export class Scheduler {
   /** Launches instances while runnable jobs outnumber the instances that could take them. */
   async provision(now: number): Promise<void> {
     const { store, provider } = this.#ctx;
-    const ready = await store.countReadyJobs(now);
+    const ready = readyUnits(
+      await store.readyWork(now),
+      (model) => MODEL_SPECS.get(model)?.packing.perProcess ?? 1,
+    );
     if (ready === 0) return;
     const live = await store.listInstances({ provider: provider.name, states: LIVE_STATES });
     for (const instance of live) {

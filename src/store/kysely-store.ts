@@ -9,7 +9,7 @@ import {
   type UpdateQueryBuilder,
   type UpdateResult,
 } from "kysely";
-import type { Batch, ScoreDirection } from "../domain/batch.ts";
+import type { Batch, ReadyWork, ScoreDirection } from "../domain/batch.ts";
 import { INSTANCE_STATES, type Instance, type InstanceState, sourcesFor } from "../domain/instance.ts";
 import { decideAfterFailure, JOB_STATUSES, type Job, type JobError, type JobStatus } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
@@ -626,7 +626,7 @@ export class KyselyStore implements Store {
     });
   }
 
-  async countReadyJobs(now: number): Promise<number> {
+  async readyWork(now: number): Promise<ReadyWork> {
     const single = await this.#db
       .selectFrom("jobs")
       .select((eb) => eb.fn.countAll<number>().as("n"))
@@ -636,11 +636,17 @@ export class KyselyStore implements Store {
       .executeTakeFirstOrThrow();
     const batches = await this.#db
       .selectFrom("batches")
-      .select((eb) => eb.fn.countAll<number>().as("n"))
+      .select(["model", "pending", "running", "max_concurrent"])
       .where("pending", ">", 0)
       .whereRef("running", "<", "max_concurrent")
-      .executeTakeFirstOrThrow();
-    return Number(single.n) + Number(batches.n);
+      .execute();
+    return {
+      jobs: Number(single.n),
+      batches: batches.map((b) => ({
+        model: b.model,
+        startable: Math.min(Number(b.pending), Number(b.max_concurrent) - Number(b.running)),
+      })),
+    };
   }
 
   async insertBatch(batch: NewBatch, children: NewBatchChild[], policy: BatchChildPolicy): Promise<Batch> {
@@ -941,9 +947,10 @@ export class KyselyStore implements Store {
           // Finished since its artifacts were last written: write the final ones now.
           eb.and([eb("finished_at", "is not", null), eb("artifacts_at", "is", null)]),
           eb.and([eb("finished_at", "is not", null), eb("artifacts_at", "<", eb.ref("finished_at"))]),
+          // A running one once per spacing, counted from its start until the first write.
           eb.and([
             eb("status", "=", "running"),
-            eb.or([eb("artifacts_at", "is", null), eb(sql`artifacts_at + ${spacing}`, "<", now)]),
+            eb(sql`coalesce(artifacts_at, started_at) + ${spacing}`, "<", now),
           ]),
         ]),
       )

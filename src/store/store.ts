@@ -1,4 +1,4 @@
-import type { Batch } from "../domain/batch.ts";
+import type { Batch, ReadyWork } from "../domain/batch.ts";
 import type { Instance, InstanceState } from "../domain/instance.ts";
 import type { Job, JobError, JobProgress, JobStatus } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
@@ -206,8 +206,8 @@ export interface Store {
    * agent enforces the timeout itself and saves outputs; the grace lets it). Returns the jobs changed.
    */
   reapExpired(now: number, timeoutGraceMs: number): Promise<Job[]>;
-  /** Runnable work: queued jobs outside batches, plus one per batch that may start another child. */
-  countReadyJobs(now: number): Promise<number>;
+  /** Runnable work: queued jobs outside batches, and per batch the children it may start now. */
+  readyWork(now: number): Promise<ReadyWork>;
 
   /** Inserts a batch and all its children in one transaction (failed children already ended). */
   insertBatch(batch: NewBatch, children: NewBatchChild[], policy: BatchChildPolicy): Promise<Batch>;
@@ -235,7 +235,7 @@ export interface Store {
   requestBatchCancel(orgId: string, id: string, now: number): Promise<Batch | null>;
   /**
    * Batches whose artifacts should be (re)written: finished since they were last written, or running
-   * with artifacts older than `refresh` allows. Finished ones first.
+   * with artifacts (or, before the first write, a start) older than `refresh` allows. Finished ones first.
    */
   batchesDueForArtifacts(now: number, refresh: ArtifactRefresh, limit: number): Promise<Batch[]>;
   markArtifactsWritten(batchId: string, at: number): Promise<void>;

@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
-import { checkLigand, parseLigandList, uniqueNames, validateLigands } from "../../src/chem/ligands.ts";
+import {
+  checkLigand,
+  checkLigandRange,
+  type LigandInput,
+  nameLigands,
+  parseLigandList,
+  uniqueNames,
+  validateLigands,
+} from "../../src/chem/ligands.ts";
 import { loadRdkit, type Rdkit } from "../../src/chem/rdkit.ts";
 import { HangarError } from "../../src/domain/errors.ts";
 
@@ -250,5 +258,48 @@ describe("validateLigands", () => {
       () => validateLigands(rdkit, [{ smiles: "C" }, { smiles: "CC" }, { smiles: "CCC" }], { maxLigands: 2 }),
       (error: unknown) => hangarError("too_many_ligands")(error) && (error as HangarError).details?.max === 2,
     );
+  });
+});
+
+describe("checkLigandRange", () => {
+  it("checks a big list range by range with the one-shot check's verdicts, names and unreadable rows", async () => {
+    // 3,000 distinct ethers and alcohols (many slices of the event loop), bad rows, a salt and repeats.
+    const ligands: LigandInput[] = Array.from({ length: 3_000 }, (_, i) => ({
+      name: i % 1000 === 7 ? "dup" : `l${i}`,
+      smiles: `${"C".repeat(1 + (i % 60))}O${"C".repeat(Math.floor(i / 60))}`,
+    }));
+    ligands.push(
+      { name: "broken", smiles: "C1CC(" },
+      { name: "salt", smiles: "CC(=O)[O-].[Na+]" },
+      { name: "sd record", smiles: "", unreadable: "RDKit cannot read this record" },
+    );
+    const options = { maxHeavyAtoms: 200 };
+    const oneShot = validateLigands(rdkit, ligands, { maxLigands: 10_000, ...options });
+    const naming = nameLigands(ligands);
+    const ranged = { valid: [] as typeof oneShot.valid, invalid: [] as typeof oneShot.invalid };
+    let turns = 0;
+    const ticking = setInterval(() => turns++, 0);
+    try {
+      for (let from = 0; from < ligands.length; from += 700) {
+        const range = { from, to: Math.min(ligands.length, from + 700) };
+        const part = await checkLigandRange(rdkit, ligands, naming, range, options);
+        ranged.valid.push(...part.valid);
+        ranged.invalid.push(...part.invalid);
+      }
+    } finally {
+      clearInterval(ticking);
+    }
+    assert.deepEqual({ ...ranged, renamed: naming.renamed }, oneShot);
+    assert.deepEqual(
+      oneShot.invalid.map((row) => [row.name, row.reason]),
+      [
+        ["broken", oneShot.invalid[0]?.reason],
+        ["sd record", "RDKit cannot read this record"],
+      ],
+    );
+    assert.match(oneShot.invalid[0]!.reason, /not a valid SMILES/);
+    assert.equal(oneShot.valid.find((l) => l.name === "salt")?.fragmentsDropped, 1);
+    assert.equal(oneShot.renamed.length, 2, "the two later 'dup' rows were renamed");
+    assert.ok(turns > 0, "timers ran while the list was checked");
   });
 });

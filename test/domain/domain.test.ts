@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 import { parseNotebook } from "../../src/app/notebooks.ts";
 import { progressLine } from "../../src/cli/progress.ts";
 import { DEFAULT_RETRY_POLICY, LaunchBackoff, retryDelayMs } from "../../src/domain/backoff.ts";
+import { readyUnits } from "../../src/domain/batch.ts";
 import { HangarError } from "../../src/domain/errors.ts";
 import { normaliseGpuType } from "../../src/domain/gpu.ts";
 import { canTransition, sourcesFor } from "../../src/domain/instance.ts";
@@ -182,5 +183,14 @@ describe("progress line", () => {
       12_340,
     );
     assert.equal(line, "[############............] 3/6 cells  12.3s  running cell 4/6 attempt 2/3");
+  });
+});
+
+describe("ready work", () => {
+  it("counts a batch by the processes its startable children fill, not as one", () => {
+    const perProcess = (model: string) => (model === "boltz2" ? 64 : 1);
+    assert.equal(readyUnits({ jobs: 0, batches: [{ model: "vina", startable: 20 }] }, perProcess), 20);
+    assert.equal(readyUnits({ jobs: 2, batches: [{ model: "boltz2", startable: 100 }] }, perProcess), 4);
+    assert.equal(readyUnits({ jobs: 0, batches: [{ model: "boltz2", startable: 0 }] }, perProcess), 0);
   });
 });

@@ -319,7 +319,12 @@ describe("VinaRunner with the real vina and obabel", { skip: skipRealTools }, ()
       const sdfText = await readFile(sdf.path, "utf8");
       assert.ok(sdfText.includes("M  END") || sdfText.includes("$$$$"));
       assert.ok(sdfText.startsWith("Aspirin\n"), "titled with the ligand's name");
-      assert.ok(result.structures.some((structure) => structure.format === "pdbqt"));
+      assert.ok(
+        result.structures.some((structure) => structure.format === "pdbqt" && structure.role === "pose"),
+      );
+      const ligand = result.structures.find((structure) => structure.role === "ligand");
+      assert.ok(ligand, "the docked input is kept");
+      assert.match(await readFile(ligand.path, "utf8"), /^TORSDOF/m);
     });
     t.diagnostic(`whole test: ${((performance.now() - started) / 1000).toFixed(1)} s`);
   });

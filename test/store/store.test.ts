@@ -570,16 +570,39 @@ for (const dialect of DIALECTS) {
           (await store.batchesDueForArtifacts(now, refresh, 1_000))
             .map((b) => b.id)
             .filter((id) => id === small.batch.id || id === big.batch.id);
-        assert.deepEqual(await ids(1_000_000), [small.batch.id, big.batch.id], "never written: both due");
-        await store.markArtifactsWritten(small.batch.id, 1_000_000);
-        await store.markArtifactsWritten(big.batch.id, 1_000_000);
+        assert.deepEqual(await ids(1_000_000), [], "just started: nothing to show yet");
         assert.deepEqual(await ids(1_001_500), [small.batch.id], "300 children wait 3 s, 2 children 1 s");
         assert.deepEqual(await ids(1_003_500), [small.batch.id, big.batch.id]);
-        await store.requestBatchCancel(ORG, big.batch.id, 1_004_000);
-        await store.finish(lease(bigJob!), { status: "cancelled" }, 1_004_000);
+        await store.markArtifactsWritten(small.batch.id, 1_003_500);
+        await store.markArtifactsWritten(big.batch.id, 1_003_500);
+        assert.deepEqual(await ids(1_005_000), [small.batch.id], "spaced from the last write");
+        assert.deepEqual(await ids(1_007_000), [small.batch.id, big.batch.id]);
+        await store.requestBatchCancel(ORG, big.batch.id, 1_007_100);
+        await store.finish(lease(bigJob!), { status: "cancelled" }, 1_007_100);
         assert.equal((await store.getBatch(ORG, big.batch.id))?.status, "cancelled");
-        assert.equal((await ids(1_004_100))[0], big.batch.id, "a batch that ended since comes first");
-        await store.requestBatchCancel(ORG, small.batch.id, 1_005_000);
+        assert.equal((await ids(1_007_200))[0], big.batch.id, "a batch that ended since comes first");
+        await store.requestBatchCancel(ORG, small.batch.id, 1_008_000);
+      });
+
+      it("counts the children each batch may start now, capped by max_concurrent", async () => {
+        const wide = await newBatch(7, { maxConcurrent: 100, invalid: 2 });
+        const narrow = await newBatch(10, { maxConcurrent: 3 });
+        await claim(narrow.model, 2);
+        const startable = async () =>
+          Object.fromEntries(
+            (await store.readyWork(2_000)).batches
+              .filter((b) => b.model === wide.model || b.model === narrow.model)
+              .map((b) => [b.model === wide.model ? "wide" : "narrow", b.startable]),
+          );
+        assert.deepEqual(
+          await startable(),
+          { wide: 5, narrow: 1 },
+          "invalid rows never start; 2 of 3 slots taken",
+        );
+        await claim(narrow.model, 1);
+        assert.deepEqual(await startable(), { wide: 5 }, "a batch at its cap waits");
+        await store.requestBatchCancel(ORG, wide.batch.id, 3_000);
+        await store.requestBatchCancel(ORG, narrow.batch.id, 3_000);
       });
 
       it("keeps children out of the generic claim and lists them page by page", async () => {

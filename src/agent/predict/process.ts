@@ -1,7 +1,6 @@
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import type { CommandSpec, ProcessExit } from "../../models/model.ts";
-import { childEnv } from "../child-env.ts";
 
 const STDERR_TAIL_LINES = 20;
 const KILL_GRACE_MS = 5_000;
@@ -13,12 +12,17 @@ const KILL_GRACE_MS = 5_000;
  */
 export async function runModelProcess(
   command: CommandSpec,
-  options: { signal: AbortSignal; onLine: (stream: "stdout" | "stderr", line: string) => void },
+  options: {
+    /** The model's environment (see `modelEnv`); the command's own variables go on top. */
+    env: NodeJS.ProcessEnv;
+    signal: AbortSignal;
+    onLine: (stream: "stdout" | "stderr", line: string) => void;
+  },
 ): Promise<ProcessExit> {
   const [executable, ...args] = command.argv;
   const child = spawn(executable!, args, {
     cwd: command.cwd,
-    env: childEnv(process.env, command.env),
+    env: { ...options.env, ...command.env },
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
   });

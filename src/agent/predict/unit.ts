@@ -4,6 +4,7 @@ import type { PredictionAssignment, PredictionItem } from "../../app/agent-hub.t
 import type { JobError } from "../../domain/job.ts";
 import type { JsonObject } from "../../domain/json.ts";
 import type { CommandSpec, ModelRunner, PredictionContext, PredictionResult } from "../../models/model.ts";
+import { modelEnv } from "../child-env.ts";
 import { type ControlPlaneClient, ControlPlaneError } from "../control-plane-client.ts";
 import { LogShipper } from "../log-shipper.ts";
 import { type StopReason, stoppedEnding } from "../stop-reasons.ts";
@@ -166,10 +167,11 @@ export class PredictionUnitRunner {
     if (this.#prepared) await rm(this.#prepared.context.workDir, { recursive: true, force: true });
     this.#prepared = null;
     const workDir = join(this.#workRoot, `predict-${unit.batch_id ?? unit.items[0]!.job_id}`);
+    const { parallel } = runner.spec.packing;
     const context: PredictionContext = {
       workDir,
       parameters: unit.parameters,
-      env: process.env,
+      env: modelEnv(process.env, parallel === "cores" ? 1 : Math.floor(this.#cores / parallel)),
       ...(unit.target.protein_sequence ? { proteinSequence: unit.target.protein_sequence } : {}),
     };
     if (unit.target.receptor) {
@@ -214,6 +216,7 @@ export class PredictionUnitRunner {
     }
     for (const item of running) unit.logs.get(item.job_id)!.line(`$ ${command.argv.join(" ")}`);
     const exit = await runModelProcess(command, {
+      env: context.env,
       signal: processStop.signal,
       onLine: (stream, line) => {
         for (const item of running) unit.logs.get(item.job_id)!.write(stream, `${line}\n`);

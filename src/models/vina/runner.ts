@@ -418,6 +418,9 @@ export class VinaRunner implements ModelRunner {
     const conversionProblem = await this.#convertBestPoseToSdf(input, dockedPath, sdfPath, context);
     if (conversionProblem === null) structures.push({ path: sdfPath, format: "sdf", role: "pose" });
     else details.pose_sdf_error = conversionProblem;
+    // gen3d conformers are random: the docked input is what reproduces this result with `vina` alone.
+    const ligandPath = path.resolve(context.workDir, ligandFile(input.id));
+    if (await isFile(ligandPath)) structures.push({ path: ligandPath, format: "pdbqt", role: "ligand" });
 
     return {
       inputId: input.id,
