@@ -171,8 +171,8 @@ async function main() {
   const started = performance.now();
   const host = machine();
   if (!existsSync(AGENT_BUNDLE)) {
-    progress("dist/agent.mjs is missing: building it (node scripts/build-agent.ts)");
-    execFileSync(process.execPath, [join(REPO_ROOT, "scripts/build-agent.ts")], {
+    progress("dist/agent.mjs is missing: building it (node scripts/build.ts)");
+    execFileSync(process.execPath, [join(REPO_ROOT, "scripts/build.ts")], {
       stdio: ["ignore", process.stderr, process.stderr],
     });
   }

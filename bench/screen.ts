@@ -118,13 +118,13 @@ async function peakRssMiB(pid: number): Promise<number> {
   return round(kib / 1024, 0);
 }
 
-/** A real `hangar server` process, so its memory is measured on its own. */
+/** A real `./hangar server` process, started as users start it, so its memory is measured on its own. */
 async function spawnServer(
   dir: string,
   env: Record<string, string>,
 ): Promise<{ url: string; child: ChildProcess }> {
   const port = 20_000 + Math.floor(Math.random() * 20_000);
-  const child = spawn(process.execPath, [join(REPO_ROOT, "src/cli/main.ts"), "server"], {
+  const child = spawn(join(REPO_ROOT, "hangar"), ["server"], {
     env: {
       ...process.env,
       HANGAR_PORT: String(port),
@@ -433,6 +433,8 @@ async function packing() {
   };
 }
 
+// The bundles as `./scripts/setup.sh` leaves them: agents run dist/agent.mjs, `./hangar` dist/hangar.mjs.
+await run(process.execPath, [join(REPO_ROOT, "scripts/build.ts")]);
 const result: Record<string, unknown> = { benchmark: "screen", machine: machine() };
 result.packing = await packing();
 progress(`packing: ${JSON.stringify(result.packing)}`);

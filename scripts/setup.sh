@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Installs everything Hangar needs on a fresh Debian machine and builds the agent bundle. Idempotent.
+# Installs everything Hangar needs on a fresh Debian machine and builds the bundles. Idempotent.
 # - Debian packages, when missing and root: the notebook runner's (python3-ipykernel, python3-nbclient)
 #   and docking's (autodock-vina, openbabel, python3-matplotlib, pymol-data);
 # - npm dependencies, which include Node.js 24 itself (the registry's `node` package) for older systems;
-# - dist/agent.mjs, the one-file agent that instances run.
+# - dist/agent.mjs, the one-file agent that instances run, and dist/hangar.mjs, the bundled CLI.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -38,5 +38,5 @@ if [ ! -x node_modules/.bin/node ] || [ ! -f node_modules/.package-lock.json ] |
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
-node_modules/.bin/node scripts/build-agent.ts >&2
+node_modules/.bin/node scripts/build.ts >&2
 echo "setup: ready (node $(node_modules/.bin/node --version))" >&2

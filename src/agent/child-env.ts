@@ -1,3 +1,7 @@
+import { MODEL_SETTINGS } from "../models/settings.ts";
+
+const MODEL_SETTING_NAMES: ReadonlySet<string> = new Set(MODEL_SETTINGS);
+
 /**
  * The environment for processes the agent starts (notebook runners, model executables): the agent's
  * own HANGAR_* settings, its tokens among them, are dropped.
@@ -7,9 +11,6 @@ export function childEnv(env: NodeJS.ProcessEnv, extra: Record<string, string> =
   return { ...Object.fromEntries(kept), ...extra };
 }
 
-/** Settings that model runners read to find executables, caches and weights; none is a secret. */
-const MODEL_SETTING = /^HANGAR_(VINA|OBABEL|BOLTZ|AF3)_/;
-
 /**
  * The environment model runners see and give their processes: no agent secrets, and OpenMP held to
  * each process's share of the cores unless the instance sets OMP_NUM_THREADS itself. Processes run
@@ -18,7 +19,7 @@ const MODEL_SETTING = /^HANGAR_(VINA|OBABEL|BOLTZ|AF3)_/;
  */
 export function modelEnv(env: NodeJS.ProcessEnv, threadsPerProcess: number): NodeJS.ProcessEnv {
   const kept = Object.entries(env).filter(
-    ([name]) => !name.startsWith("HANGAR_") || MODEL_SETTING.test(name),
+    ([name]) => !name.startsWith("HANGAR_") || MODEL_SETTING_NAMES.has(name),
   );
   return { OMP_NUM_THREADS: String(Math.max(1, threadsPerProcess)), ...Object.fromEntries(kept) };
 }

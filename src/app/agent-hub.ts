@@ -42,7 +42,12 @@ export interface PredictionAssignment {
   model: string;
   batch_id: string | null;
   timeout_s: number;
-  target: { receptor: { name: string; url: string } | null; protein_sequence: string | null };
+  target: {
+    receptor: { name: string; url: string } | null;
+    protein_sequence: string | null;
+    /** The protein's precomputed MSA (A3M), for models that take one. */
+    msa: { name: string; url: string } | null;
+  };
   parameters: JsonObject;
   items: PredictionItem[];
 }
@@ -214,7 +219,7 @@ export class AgentHub {
         input: { id: ligand.input_id, name: ligand.name, smiles: ligand.smiles },
       });
     }
-    const receptor = spec.target.receptor;
+    const { receptor, msa } = spec.target;
     return {
       kind: "predict",
       model: spec.model,
@@ -225,6 +230,8 @@ export class AgentHub {
           ? { name: receptor.path, url: await blobs.signedUrl(receptor.blob_key, "GET", ttl) }
           : null,
         protein_sequence: spec.target.protein_sequence,
+        // Specs stored before MSAs could be given have no `msa` at all.
+        msa: msa ? { name: msa.path, url: await blobs.signedUrl(msa.blob_key, "GET", ttl) } : null,
       },
       parameters: spec.parameters,
       items,

@@ -10,6 +10,7 @@ import {
   parseLigandList,
   validateLigands,
 } from "../chem/ligands.ts";
+import { a3mProblem, MSA_FILE_EXTENSION } from "../chem/msa.ts";
 import { loadRdkit } from "../chem/rdkit.ts";
 import { boxFromLigand, parseReceptor, receptorFileFormat } from "../chem/receptor.ts";
 import { DEFAULT_RETRY_POLICY } from "../domain/backoff.ts";
@@ -31,10 +32,19 @@ export interface PredictionTargetSpec {
   model: string;
   model_version: string;
   target: {
-    receptor: { dataset_id: string; path: string; blob_key: string } | null;
+    receptor: DatasetFileRef | null;
     protein_sequence: string | null;
+    /** A precomputed MSA of the protein (A3M), for models that accept one. */
+    msa?: DatasetFileRef | null;
   };
   parameters: JsonObject;
+}
+
+/** One file of a dataset, as a target refers to it. */
+interface DatasetFileRef {
+  dataset_id: string;
+  path: string;
+  blob_key: string;
 }
 
 /** One ligand's job. A single prediction's spec carries its target too. */
@@ -47,6 +57,8 @@ export interface TargetRequest {
   model: string;
   protein_sequence?: string;
   receptor?: string;
+  /** Dataset id of an A3M file: the protein's precomputed MSA. */
+  msa?: string;
   parameters?: JsonObject;
 }
 
@@ -105,7 +117,14 @@ async function resolveTarget(
         `protein_sequence must be one-letter amino-acid codes, at most ${MAX_SEQUENCE_LENGTH} of them`,
       );
     }
-    return { ...base, target: { receptor: null, protein_sequence: sequence } };
+    const msa = await resolveMsa(ctx, orgId, spec, request, sequence);
+    return { ...base, target: { receptor: null, protein_sequence: sequence, msa } };
+  }
+  if (request.msa !== undefined) {
+    throw unprocessable(
+      "msa_not_supported",
+      `Model ${spec.name} takes no MSA; msa is for protein-sequence models`,
+    );
   }
   if (!request.receptor) {
     throw unprocessable(
@@ -149,6 +168,37 @@ async function resolveTarget(
       protein_sequence: null,
     },
   };
+}
+
+/** The request's MSA file, checked against the sequence it must align; null when none was given. */
+async function resolveMsa(
+  ctx: AppContext,
+  orgId: string,
+  spec: ModelSpec,
+  request: TargetRequest,
+  sequence: string,
+): Promise<DatasetFileRef | null> {
+  if (request.msa === undefined) return null;
+  if (!spec.acceptsMsa) {
+    throw unprocessable("msa_not_supported", `Model ${spec.name} takes no precomputed MSA`);
+  }
+  if (request.parameters?.msa_server_url !== undefined) {
+    throw unprocessable(
+      "msa_conflict",
+      "Give msa (a precomputed MSA) or parameters.msa_server_url, not both",
+    );
+  }
+  const dataset = await getDataset(ctx, orgId, request.msa);
+  const file = dataset.files.find((f) => f.path.toLowerCase().endsWith(MSA_FILE_EXTENSION));
+  if (!file) {
+    throw unprocessable(
+      "invalid_msa",
+      `Dataset ${dataset.id} has no ${MSA_FILE_EXTENSION} file (it has ${dataset.files.map((f) => f.path).join(", ")})`,
+    );
+  }
+  const problem = a3mProblem(await text(await ctx.blobs.get(file.blobKey)), sequence);
+  if (problem !== null) throw unprocessable("invalid_msa", `${file.path} is not a usable MSA: ${problem}`);
+  return { dataset_id: dataset.id, path: file.path, blob_key: file.blobKey };
 }
 
 const policy = (ctx: AppContext) => ({

@@ -42,11 +42,21 @@ interface TargetOptions {
   model: string;
   receptor?: string;
   protein?: string;
+  msa?: string;
   param: string[];
   priority?: number;
 }
 
-/** The body fields every prediction shares; a receptor file is uploaded as a dataset first. */
+/** A dataset id as given, or the file uploaded as a new dataset. */
+async function datasetOf(client: HangarClient, fileOrDataset: string): Promise<string> {
+  if (/^ds_[0-9a-f]+$/.test(fileOrDataset)) return fileOrDataset;
+  const dataset = await client.uploadDataset([
+    { path: resolve(fileOrDataset), name: basename(fileOrDataset) },
+  ]);
+  return dataset.id;
+}
+
+/** The body fields every prediction shares; receptor and MSA files are uploaded as datasets first. */
 async function targetBody(client: HangarClient, options: TargetOptions): Promise<JsonObject> {
   const parameters: JsonObject = {};
   for (const assignment of options.param) {
@@ -55,12 +65,8 @@ async function targetBody(client: HangarClient, options: TargetOptions): Promise
   }
   const body: JsonObject = { model: options.model, parameters };
   if (options.protein) body.protein_sequence = options.protein;
-  if (options.receptor) {
-    body.receptor = /^ds_[0-9a-f]+$/.test(options.receptor)
-      ? options.receptor
-      : (await client.uploadDataset([{ path: resolve(options.receptor), name: basename(options.receptor) }]))
-          .id;
-  }
+  if (options.receptor) body.receptor = await datasetOf(client, options.receptor);
+  if (options.msa) body.msa = await datasetOf(client, options.msa);
   if (options.priority !== undefined) body.priority = options.priority;
   return body;
 }
@@ -138,6 +144,10 @@ export function addPredictionCommands(program: Command): void {
     .requiredOption("--model <name>", "vina, boltz2 or alphafold3")
     .option("--receptor <file-or-dataset>", "receptor .pdb/.pdbqt file, or a dataset id")
     .option("--protein <sequence>", "protein sequence (sequence models)")
+    .option(
+      "--msa <file-or-dataset>",
+      "the protein's precomputed MSA (.a3m) for boltz2/alphafold3, or a dataset id",
+    )
     .requiredOption("--smiles <smiles>", "the ligand")
     .option("--name <name>", "the ligand's name")
     .option("-p, --param <name=value>", "a model parameter (JSON when it parses); repeatable", collect, [])
@@ -166,6 +176,10 @@ export function addPredictionCommands(program: Command): void {
     .requiredOption("--model <name>", "vina, boltz2 or alphafold3")
     .option("--receptor <file-or-dataset>", "receptor .pdb/.pdbqt file, or a dataset id")
     .option("--protein <sequence>", "protein sequence (sequence models)")
+    .option(
+      "--msa <file-or-dataset>",
+      "the protein's precomputed MSA (.a3m) for boltz2/alphafold3, or a dataset id",
+    )
     .requiredOption("--ligands <file>", "a .csv with a smiles column (and name), a .smi, or an .sdf")
     .option("--name <name>", "the batch's name")
     .option("--max-concurrent <n>", "children running at once", integer)

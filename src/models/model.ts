@@ -46,6 +46,8 @@ export interface ModelSpec {
   resources: ModelResources;
   target: TargetKind;
   score: ScoreSpec;
+  /** Whether a precomputed MSA of the protein (an A3M file) can be given with the target. */
+  acceptsMsa?: boolean;
   /** Heavy-atom limit per ligand, when the model has one (Boltz-2: 128). */
   maxLigandAtoms?: number;
   parameters: Record<string, ParameterSpec>;
@@ -75,6 +77,8 @@ export interface PredictionContext {
   receptorPath?: string;
   /** Protein sequence (sequence models). */
   proteinSequence?: string;
+  /** The protein's precomputed MSA on the instance (A3M), when one was given (`acceptsMsa` models). */
+  msaPath?: string;
   /** Validated parameters with defaults filled in. */
   parameters: JsonObject;
   /** Environment of the instance: where models find their executables, caches and weights. */

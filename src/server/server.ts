@@ -1,5 +1,5 @@
-import { readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { AgentHub } from "../app/agent-hub.ts";
 import { ensureBootstrapKey } from "../app/api-keys.ts";
 import { type AppContext, createEvents } from "../app/context.ts";
@@ -7,26 +7,18 @@ import { Metrics } from "../app/metrics.ts";
 import { createFsBlobStore } from "../blob/fs/index.ts";
 import { UrlSigner } from "../blob/url-signer.ts";
 import type { Config } from "../config.ts";
+import { MODEL_SETTINGS } from "../models/settings.ts";
 import { detectLocalGpus, LocalProvider } from "../providers/local/index.ts";
 import { Scheduler } from "../scheduler/scheduler.ts";
 import { openStore } from "../store/index.ts";
 import { buildHttpApp } from "./app.ts";
 import { createLogger } from "./logging.ts";
 
-export const REPO_ROOT = join(import.meta.dirname, "..", "..");
+/** The checkout: found upwards, since this module runs from src/server or bundled in dist/. */
+export const REPO_ROOT = checkoutRoot(import.meta.dirname);
 export const AGENT_BUNDLE = join(REPO_ROOT, "dist", "agent.mjs");
 export const ADMIN_KEY_FILE = "admin-api-key";
 const DEFAULT_ORG = "org_default";
-
-/** Where models live on this host: passed to local agents, which otherwise inherit no HANGAR_* setting. */
-const MODEL_SETTINGS = [
-  "HANGAR_VINA_CMD",
-  "HANGAR_OBABEL_CMD",
-  "HANGAR_BOLTZ_CMD",
-  "HANGAR_BOLTZ_CACHE",
-  "HANGAR_AF3_CMD",
-  "HANGAR_AF3_MODEL_DIR",
-];
 
 function modelSettings(env: NodeJS.ProcessEnv): Record<string, string> {
   return Object.fromEntries(MODEL_SETTINGS.flatMap((name) => (env[name] ? [[name, env[name]]] : [])));
@@ -114,4 +106,11 @@ export async function startServer(config: Config): Promise<RunningServer> {
       return closing;
     },
   };
+}
+
+function checkoutRoot(from: string): string {
+  for (let dir = from; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, "package.json"))) return dir;
+    if (dirname(dir) === dir) throw new Error(`no package.json in ${from} or above it`);
+  }
 }

@@ -297,4 +297,42 @@ describe("predictions and batch screens (SQLite, local provider, real Vina)", {
     assert.equal(failed.error?.code, "model_not_installed");
     assert.match(failed.error?.message ?? "", /HANGAR_BOLTZ_CMD/);
   });
+
+  it("takes a precomputed MSA whose query is the protein, and refuses one it cannot use", async () => {
+    const protease =
+      "PQITLWQRPLVTIKIGGQLKEALLDTGADDTVLEEMSLPGRWKPKMIGGIGGFIKVRQYDQILIEICGHKAIGTVLVGPTPVNIIGRNLLTQIGCTLNF";
+    const upload = async (name: string, text: string) => {
+      await writeFile(join(dir, name), text);
+      return (await server.client.uploadDataset([{ path: join(dir, name), name }])).id;
+    };
+    const good = await upload(
+      "protease.a3m",
+      `>query\n${protease}\n>hit\n${protease.replace("PQIT", "PQlIT")}\n`,
+    );
+    const wrong = await upload("other.a3m", ">query\nMQIFVKTLTGK\n");
+    const body = { model: "boltz2", protein_sequence: protease, ligand_smiles: "CCO" };
+    const refusal = (extra: object) =>
+      server.client.request("POST", "/api/v1/predict", { ...body, ...extra }).then(
+        () => assert.fail("accepted"),
+        (error: { status: number; code: string; message: string }) => error,
+      );
+    const mismatch = await refusal({ msa: wrong });
+    assert.equal(mismatch.status, 422);
+    assert.equal(mismatch.code, "invalid_msa");
+    assert.match(mismatch.message, /query, 11 residues\) is not protein_sequence \(99 residues\)/);
+    assert.equal((await refusal({ msa: receptorId })).code, "invalid_msa", "a PDB is not an MSA");
+    assert.equal(
+      (await refusal({ msa: good, parameters: { msa_server_url: "https://api.colabfold.com" } })).code,
+      "msa_conflict",
+    );
+    assert.equal(
+      (await refusal({ model: "vina", receptor: receptorId, msa: good, parameters: QUICK })).code,
+      "msa_not_supported",
+    );
+    const accepted = await server.client.request<PredictionView>("POST", "/api/v1/predict", {
+      ...body,
+      msa: good,
+    });
+    assert.equal(accepted.status, "queued");
+  });
 });

@@ -316,6 +316,21 @@ describe("Boltz2Runner.prepare", () => {
     assert.match(yaml, /^ {6}sequence: 'MQIF[A-Z]+'\n {2}- ligand:$/m);
   });
 
+  it("points every input at a precomputed MSA file, which wins over the server", async (t) => {
+    const workDir = await sandbox(t);
+    const msaPath = path.join(workDir, "msa", "ubiquitin.a3m");
+    const ctx = context(workDir, {
+      msaPath,
+      parameters: { ...DEFAULT_PARAMETERS, msa_server_url: "https://api.colabfold.com" },
+    });
+    const { command } = await runner.prepare([ASPIRIN], ctx);
+    assert.ok(command);
+    assert.ok(!command.argv.includes("--use_msa_server"), "no server round trip when the MSA is given");
+    const yaml = await readFile(path.join(command.argv[2]!, "lig_aspirin.yaml"), "utf8");
+    assert.equal(singleQuotedValue(yaml, "msa"), msaPath);
+    assert.match(yaml, /^ {6}sequence: 'MQIF[A-Z]+'\n {6}msa: '/m, "the MSA belongs to the protein entry");
+  });
+
   it("gives each batch its own input and output directories", async (t) => {
     const workDir = await sandbox(t);
     const first = await runner.prepare([ASPIRIN], context(workDir));

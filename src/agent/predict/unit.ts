@@ -178,6 +178,10 @@ export class PredictionUnitRunner {
       context.receptorPath = join(workDir, "target", basename(unit.target.receptor.name));
       await downloadTo(unit.target.receptor.url, context.receptorPath);
     }
+    if (unit.target.msa) {
+      context.msaPath = join(workDir, "msa", basename(unit.target.msa.name));
+      await downloadTo(unit.target.msa.url, context.msaPath);
+    }
     await runner.prepareShared(context);
     this.#prepared = { key, context };
     return context;

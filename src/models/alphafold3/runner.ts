@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { JsonObject } from "../../domain/json.ts";
 import type {
@@ -64,12 +64,16 @@ async function missingModelDirMessage(env: Env): Promise<string | null> {
   return null;
 }
 
-/** One fold job per file; empty MSAs and no templates, as `--run_data_pipeline=false` requires. */
+/**
+ * One fold job per file. `--run_data_pipeline=false` needs every MSA field given: the precomputed A3M
+ * (when there is one) as the unpaired MSA, otherwise empty MSAs; no templates either way.
+ */
 export function af3InputJson(
   name: string,
   seed: number,
   proteinSequence: string,
   smiles: string,
+  unpairedMsa = "",
 ): JsonObject {
   return {
     name,
@@ -81,7 +85,7 @@ export function af3InputJson(
         protein: {
           id: PROTEIN_CHAIN,
           sequence: proteinSequence,
-          unpairedMsa: "",
+          unpairedMsa,
           pairedMsa: "",
           templates: [],
         },
@@ -134,11 +138,12 @@ export class AlphaFold3Runner implements ModelRunner {
 
     const { inputDir, outputDir } = await createBatchDirectories(context.workDir, BATCH_PREFIX);
     const seed = integerParameter(this.spec, context.parameters, "seed") ?? 1;
+    const msa = context.msaPath ? await readFile(context.msaPath, "utf8") : "";
     await Promise.all(
       ready.map((input) =>
         writeFile(
           path.join(inputDir, `${input.id}.json`),
-          `${JSON.stringify(af3InputJson(input.id, seed, sequence, input.smiles), null, 2)}\n`,
+          `${JSON.stringify(af3InputJson(input.id, seed, sequence, input.smiles, msa), null, 2)}\n`,
         ),
       ),
     );

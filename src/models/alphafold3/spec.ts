@@ -8,6 +8,7 @@ export const alphafold3Spec: ModelSpec = {
     "ranks the complexes by its confidence; it predicts structure and confidence, not affinity.",
   resources: { accelerator: "gpu", minGpuMemoryGiB: 80 },
   target: "protein_sequence",
+  acceptsMsa: true,
   score: {
     name: "ranking_score",
     unit: "",

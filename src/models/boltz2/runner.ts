@@ -67,10 +67,15 @@ const fitsYamlScalar = (text: string): boolean =>
 /** A YAML single-quoted scalar: only `'` is special (doubled), so SMILES punctuation stays literal. */
 const yamlQuoted = (text: string): string => `'${text.replaceAll("'", "''")}'`;
 
+/**
+ * Where the protein's MSA comes from: a precomputed A3M file, the MSA server, or none (`msa: empty`,
+ * single-sequence; Boltz refuses a protein with no MSA line and no server).
+ */
+export type BoltzMsa = { file: string } | "server" | "empty";
+
 /** One complex per file, as Boltz documents it: the protein, the ligand, and the ligand as affinity binder. */
-export function boltzInputYaml(proteinSequence: string, smiles: string, useMsaServer: boolean): string {
-  // Without an MSA server, `msa: empty` runs single-sequence; Boltz refuses a protein with no MSA at all.
-  const msaLine = useMsaServer ? "" : "      msa: empty\n";
+export function boltzInputYaml(proteinSequence: string, smiles: string, msa: BoltzMsa): string {
+  const msaLine = msa === "server" ? "" : `      msa: ${msa === "empty" ? "empty" : yamlQuoted(msa.file)}\n`;
   return (
     "version: 1\n" +
     "sequences:\n" +
@@ -136,13 +141,18 @@ export class Boltz2Runner implements ModelRunner {
     if (ready.length === 0) return { command: null, failed };
 
     const { inputDir, outputDir } = await createBatchDirectories(context.workDir, BATCH_PREFIX);
-    const msaServerUrl = stringParameter(this.spec, context.parameters, "msa_server_url");
+    // A precomputed MSA wins over the server: the control plane refuses requests that give both.
+    const msaServerUrl = context.msaPath
+      ? undefined
+      : stringParameter(this.spec, context.parameters, "msa_server_url");
+    const msa: BoltzMsa = context.msaPath
+      ? { file: path.resolve(context.msaPath) }
+      : msaServerUrl !== undefined
+        ? "server"
+        : "empty";
     await Promise.all(
       ready.map((input) =>
-        writeFile(
-          path.join(inputDir, `${input.id}.yaml`),
-          boltzInputYaml(sequence, input.smiles, msaServerUrl !== undefined),
-        ),
+        writeFile(path.join(inputDir, `${input.id}.yaml`), boltzInputYaml(sequence, input.smiles, msa)),
       ),
     );
 

@@ -8,6 +8,7 @@ export const boltz2Spec: ModelSpec = {
     "(log10 IC50 in µM) and the probability that the ligand binds.",
   resources: { accelerator: "gpu", minGpuMemoryGiB: 24 },
   target: "protein_sequence",
+  acceptsMsa: true,
   score: {
     name: "affinity_pred_value",
     unit: "log10(IC50/µM)",

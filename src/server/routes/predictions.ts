@@ -24,6 +24,9 @@ const Target = {
   model: Type.String({ minLength: 1, description: "vina, boltz2 or alphafold3 (GET /models)" }),
   protein_sequence: Type.Optional(Type.String({ minLength: 1, maxLength: 20_000 })),
   receptor: Type.Optional(Type.String({ minLength: 1, description: "dataset id holding a .pdb/.pdbqt" })),
+  msa: Type.Optional(
+    Type.String({ minLength: 1, description: "dataset id holding the protein's precomputed MSA (.a3m)" }),
+  ),
   parameters: Type.Optional(Parameters),
   priority: Type.Optional(Type.Integer({ minimum: -1000, maximum: 1000 })),
 };
