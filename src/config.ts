@@ -32,6 +32,54 @@ export interface Config {
   batchArtifactsRefreshS: number;
   python: string;
   logLevel: string;
+  /** Where blobs live: `fs` under the data directory, or an S3 bucket or Azure container that remote instances reach. */
+  blobStore: BlobStoreSettings;
+}
+
+export type BlobStoreSettings =
+  | { kind: "fs" }
+  | {
+      kind: "s3";
+      bucket: string;
+      region: string;
+      endpoint: string | undefined;
+      forcePathStyle: boolean | undefined;
+      keyPrefix: string;
+    }
+  | { kind: "azure"; connectionString: string; container: string; keyPrefix: string };
+
+function blobStoreSettings(env: NodeJS.ProcessEnv): BlobStoreSettings {
+  const kind = env.HANGAR_BLOB_STORE || "fs";
+  const keyPrefix = env.HANGAR_BLOB_PREFIX ?? "";
+  if (keyPrefix !== "" && !keyPrefix.endsWith("/")) {
+    throw new Error(`HANGAR_BLOB_PREFIX must end with "/" (got "${keyPrefix}")`);
+  }
+  if (kind === "fs") return { kind };
+  if (kind === "s3") {
+    const bucket = env.HANGAR_S3_BUCKET;
+    if (!bucket) throw new Error("HANGAR_BLOB_STORE=s3 needs HANGAR_S3_BUCKET");
+    const pathStyle = env.HANGAR_S3_FORCE_PATH_STYLE;
+    if (pathStyle !== undefined && pathStyle !== "" && pathStyle !== "true" && pathStyle !== "false") {
+      throw new Error(`HANGAR_S3_FORCE_PATH_STYLE must be true or false (got "${pathStyle}")`);
+    }
+    return {
+      kind,
+      bucket,
+      region: env.HANGAR_S3_REGION || env.AWS_REGION || "us-east-1",
+      endpoint: env.HANGAR_S3_ENDPOINT || undefined,
+      forcePathStyle: pathStyle ? pathStyle === "true" : undefined,
+      keyPrefix,
+    };
+  }
+  if (kind === "azure") {
+    const connectionString =
+      env.HANGAR_AZURE_STORAGE_CONNECTION_STRING || env.AZURE_STORAGE_CONNECTION_STRING;
+    if (!connectionString) {
+      throw new Error("HANGAR_BLOB_STORE=azure needs HANGAR_AZURE_STORAGE_CONNECTION_STRING");
+    }
+    return { kind, connectionString, container: env.HANGAR_AZURE_CONTAINER || "hangar", keyPrefix };
+  }
+  throw new Error(`HANGAR_BLOB_STORE must be fs, s3 or azure (got "${kind}")`);
 }
 
 function int(env: NodeJS.ProcessEnv, name: string, fallback: number, min = 0): number {
@@ -80,6 +128,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     batchArtifactsRefreshS: int(env, "HANGAR_BATCH_ARTIFACTS_REFRESH_S", 30, 1),
     python: env.HANGAR_PYTHON ?? "/usr/bin/python3",
     logLevel: env.HANGAR_LOG_LEVEL ?? "info",
+    blobStore: blobStoreSettings(env),
     ...overrides,
   };
 }

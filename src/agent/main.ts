@@ -1,7 +1,7 @@
 import { mkdir, rm, stat } from "node:fs/promises";
 import { availableParallelism, hostname, tmpdir } from "node:os";
 import { basename, join } from "node:path";
-import type { AnyAssignment, Assignment } from "../app/agent-hub.ts";
+import type { AnyAssignment, Assignment, UploadTarget } from "../app/agent-hub.ts";
 import type { JobError, JobProgress } from "../domain/job.ts";
 import { ControlPlaneClient, ControlPlaneError } from "./control-plane-client.ts";
 import { LogShipper } from "./log-shipper.ts";
@@ -279,11 +279,11 @@ class Agent {
     );
     const files = [...(hasExecuted ? [{ path: "executed.ipynb", file: executedPath }] : []), ...outputs];
     if (files.length === 0) return 0;
-    const answer = await this.#client.post<{ urls: { path: string; url: string }[] }>(`${base}/uploads`, {
+    const answer = await this.#client.post<{ urls: UploadTarget[] }>(`${base}/uploads`, {
       ...lease,
       paths: files.map((f) => f.path),
     });
-    for (const [i, { url }] of answer!.urls.entries()) await uploadFrom(files[i]!.file, url);
+    for (const [i, target] of answer!.urls.entries()) await uploadFrom(files[i]!.file, target);
     return files.length;
   }
 

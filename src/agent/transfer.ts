@@ -27,12 +27,19 @@ export async function downloadTo(url: string, path: string, signal?: AbortSignal
   await pipeline(Readable.fromWeb(response.body), createWriteStream(path), signal ? { signal } : {});
 }
 
-/** Streams a file to a signed PUT URL. */
-export async function uploadFrom(path: string, url: string): Promise<void> {
+/** Streams a file to a signed PUT URL, with the headers the store asked for. */
+export async function uploadFrom(
+  path: string,
+  target: { url: string; headers?: Readonly<Record<string, string>> },
+): Promise<void> {
   const { size } = await stat(path);
-  const response = await fetch(url, {
+  const response = await fetch(target.url, {
     method: "PUT",
-    headers: { "content-type": "application/octet-stream", "content-length": String(size) },
+    headers: {
+      "content-type": "application/octet-stream",
+      "content-length": String(size),
+      ...target.headers,
+    },
     body: Readable.toWeb(createReadStream(path)) as ReadableStream,
     duplex: "half",
   } as RequestInit);

@@ -37,6 +37,13 @@ export interface PredictionItem {
 }
 
 /** Children of one batch (or one single prediction) claimed together: one model, one target. */
+/** Where an agent PUTs one output file. */
+export interface UploadTarget {
+  path: string;
+  url: string;
+  headers: Readonly<Record<string, string>>;
+}
+
 export interface PredictionAssignment {
   kind: "predict";
   model: string;
@@ -306,8 +313,11 @@ export class AgentHub {
     this.#ctx.events.emit(`log:${job.id}`);
   }
 
-  /** Signed PUT URLs for `executed.ipynb` and files under `output/`; nothing else in the run area. */
-  async uploadUrls(lease: LeaseRef, paths: string[]): Promise<{ path: string; url: string }[]> {
+  /**
+   * Signed PUT URLs for `executed.ipynb` and files under `output/`; nothing else in the run area.
+   * Each comes with the headers the store needs on the PUT.
+   */
+  async uploadUrls(lease: LeaseRef, paths: string[]): Promise<UploadTarget[]> {
     const job = await this.#ctx.store.getLeasedJob(lease);
     if (job?.status !== "running") throw leaseLost(lease.jobId);
     const area = runArea(job.id);
@@ -323,6 +333,7 @@ export class AgentHub {
         return {
           path,
           url: await this.#ctx.blobs.signedUrl(`${area}/${safe}`, "PUT", this.#ctx.config.signedUrlTtlS),
+          headers: this.#ctx.blobs.capabilities.signedPutHeaders,
         };
       }),
     );

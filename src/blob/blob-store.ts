@@ -10,6 +10,8 @@ export interface BlobObject {
 export interface BlobStoreCapabilities {
   /** Signed URLs point at this API's `/blobs/…` route, which must verify them (filesystem store). */
   readonly signedUrlsServedByApi: boolean;
+  /** Headers a client must send along with a signed PUT URL (Azure names the blob type). */
+  readonly signedPutHeaders: Readonly<Record<string, string>>;
 }
 
 /**

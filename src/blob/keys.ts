@@ -70,3 +70,12 @@ export function assertSafeKey(key: string): string {
 export function joinKey(...parts: string[]): string {
   return assertSafeKey(parts.join("/"));
 }
+
+/**
+ * Validates a listing or deletion prefix: empty (everything), or a key with or without a trailing
+ * `/`. Object stores would accept `../` as a plain string; it is refused here as a key would be.
+ */
+export function assertSafePrefix(prefix: string): string {
+  if (prefix !== "") assertSafeKey(prefix.endsWith("/") ? prefix.slice(0, -1) : prefix);
+  return prefix;
+}

@@ -1,6 +1,7 @@
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadConfig } from "../config.ts";
-import { REPO_ROOT, startServer } from "../server/server.ts";
+import { ADMIN_KEY_FILE, REPO_ROOT, startServer } from "../server/server.ts";
 import { HangarClient } from "./client.ts";
 import { describeRun, downloadRun, submitNotebookRun, waitForRun } from "./commands.ts";
 
@@ -17,9 +18,11 @@ export async function quickstart(dataDir: string, outDir: string): Promise<numbe
       bootstrapApiKey: process.env.HANGAR_BOOTSTRAP_API_KEY ?? undefined,
     },
   );
-  const key = config.bootstrapApiKey ?? `hgr_quickstart_${Math.random().toString(36).slice(2)}${Date.now()}`;
-  const server = await startServer({ ...config, bootstrapApiKey: key });
+  // The deployment's own admin key, created and saved on first start, so that `./hangar server` and
+  // the other commands work on the same data directory afterwards.
+  const server = await startServer(config);
   try {
+    const key = config.bootstrapApiKey ?? savedAdminKey(dataDir);
     process.stderr.write(
       `Hangar is running at ${server.url} (store: ${server.ctx.store.dialect}, data: ${dataDir})\n`,
     );
@@ -38,4 +41,14 @@ export async function quickstart(dataDir: string, outDir: string): Promise<numbe
   } finally {
     await server.close();
   }
+}
+
+function savedAdminKey(dataDir: string): string {
+  const file = join(dataDir, ADMIN_KEY_FILE);
+  if (!existsSync(file)) {
+    throw new Error(
+      `${dataDir} already holds a deployment whose admin key is not in ${file}: set HANGAR_BOOTSTRAP_API_KEY to one of its keys`,
+    );
+  }
+  return readFileSync(file, "utf8").trim();
 }

@@ -4,7 +4,7 @@ import { AgentHub } from "../app/agent-hub.ts";
 import { ensureBootstrapKey } from "../app/api-keys.ts";
 import { type AppContext, createEvents } from "../app/context.ts";
 import { Metrics } from "../app/metrics.ts";
-import { createFsBlobStore } from "../blob/fs/index.ts";
+import { openBlobStore } from "../blob/index.ts";
 import { UrlSigner } from "../blob/url-signer.ts";
 import type { Config } from "../config.ts";
 import { MODEL_SETTINGS } from "../models/settings.ts";
@@ -43,7 +43,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   });
   await store.migrate();
   let publicUrl = config.publicUrl ?? "";
-  const blobs = createFsBlobStore({
+  const blobs = await openBlobStore(config.blobStore, {
     root: join(config.dataDir, "blobs"),
     publicBaseUrl: () => publicUrl,
     signer: new UrlSigner(config.signingSecret),
@@ -84,7 +84,13 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const scheduler = new Scheduler(ctx, hub, () => publicUrl);
   scheduler.start();
   log.info(
-    { url: publicUrl, store: store.dialect, gpus: gpus.length, data_dir: config.dataDir },
+    {
+      url: publicUrl,
+      store: store.dialect,
+      blobs: config.blobStore.kind,
+      gpus: gpus.length,
+      data_dir: config.dataDir,
+    },
     "hangar server started",
   );
 

@@ -12,6 +12,8 @@ export interface BlobStoreHarness {
   /** How a client reaches a signed URL (a plain `fetch` unless the adapter needs the URL rewritten). */
   fetchSigned: (url: string, init?: RequestInit) => Promise<Response>;
   cleanup: () => Promise<void>;
+  /** For stores that take a key prefix: another store on the same bucket or container under `keyPrefix`. */
+  storeWithPrefix?: (keyPrefix: string) => Promise<BlobStore>;
 }
 
 const UNSAFE_KEYS = ["../x", "/abs", "a/../../b", "a\0b", "", "a//b", "C:/x", "a\\b"];
@@ -146,7 +148,8 @@ export function runBlobStoreConformance(name: string, makeStore: () => Promise<B
     it("accepts an upload to a signed PUT URL", async () => {
       const body = randomBytes(5_000);
       const url = await store.signedUrl("datasets/ds_1/upload.bin", "PUT", 60);
-      const response = await harness.fetchSigned(url, { method: "PUT", body });
+      const headers = { ...store.capabilities.signedPutHeaders };
+      const response = await harness.fetchSigned(url, { method: "PUT", body, headers });
       await response.arrayBuffer();
       assert.ok(response.ok, `status ${response.status}`);
       assert.deepEqual(await read("datasets/ds_1/upload.bin"), body);
@@ -155,7 +158,11 @@ export function runBlobStoreConformance(name: string, makeStore: () => Promise<B
     it("refuses a signed URL used with another method (403)", async () => {
       await store.put("k/object", Buffer.from("original"));
       const getUrl = await store.signedUrl("k/object", "GET", 60);
-      assert.equal(await statusOf(harness.fetchSigned(getUrl, { method: "PUT", body: "overwritten" })), 403);
+      const headers = { ...store.capabilities.signedPutHeaders };
+      assert.equal(
+        await statusOf(harness.fetchSigned(getUrl, { method: "PUT", body: "overwritten", headers })),
+        403,
+      );
       assert.equal((await read("k/object")).toString(), "original");
       const putUrl = await store.signedUrl("k/object", "PUT", 60);
       assert.equal(await statusOf(harness.fetchSigned(putUrl)), 403);
@@ -178,6 +185,25 @@ export function runBlobStoreConformance(name: string, makeStore: () => Promise<B
       assert.ok(url.pathname.endsWith("/alpha.bin"), url.pathname);
       url.pathname = url.pathname.replace(/alpha\.bin$/, "bravo.bin");
       assert.equal(await statusOf(harness.fetchSigned(url.toString())), 403);
+    });
+
+    it("keeps stores that share a bucket apart by key prefix", async (t) => {
+      if (!harness.storeWithPrefix) return t.skip("this store takes no key prefix");
+      const alpha = await harness.storeWithPrefix("alpha/");
+      const bravo = await harness.storeWithPrefix("bravo/");
+      await alpha.put("runs/run_1/out.txt", Buffer.from("alpha"));
+      await bravo.put("runs/run_1/out.txt", Buffer.from("bravo"));
+      assert.deepEqual(await alpha.list(""), [{ key: "runs/run_1/out.txt", size: 5 }]);
+      await bravo.delete("runs/");
+      assert.equal(await bravo.stat("runs/run_1/out.txt"), null);
+      assert.deepEqual(await alpha.stat("runs/run_1/out.txt"), { key: "runs/run_1/out.txt", size: 5 });
+      assert.deepEqual(await keys(""), [], "neither prefix is under the harness store's own");
+    });
+
+    it("rejects signed-URL lifetimes that are not positive whole seconds (400 invalid_expiry)", async () => {
+      for (const seconds of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+        await assert.rejects(store.signedUrl("k", "GET", seconds), isHangarError(400, "invalid_expiry"));
+      }
     });
 
     it("refuses an expired signed URL (403)", { timeout: 5_000 }, async () => {

@@ -47,8 +47,8 @@ describe("FsBlobStore on disk", () => {
       .filter((entry) => entry.isFile())
       .map((entry) => path.relative(dir, path.join(entry.parentPath, entry.name)));
 
-  it("declares that the API serves its signed URLs", () => {
-    assert.deepEqual(store.capabilities, { signedUrlsServedByApi: true });
+  it("declares that the API serves its signed URLs, which need no extra headers", () => {
+    assert.deepEqual(store.capabilities, { signedUrlsServedByApi: true, signedPutHeaders: {} });
   });
 
   it("stores each key as a file under root", async () => {
@@ -118,12 +118,6 @@ describe("FsBlobStore on disk", () => {
       url.searchParams.get("expires") ?? undefined,
       url.searchParams.get("sig") ?? undefined,
     );
-  });
-
-  it("rejects lifetimes that are not positive whole seconds", async () => {
-    for (const seconds of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) {
-      await assert.rejects(store.signedUrl("k", "GET", seconds), { status: 400, code: "invalid_expiry" });
-    }
   });
 
   it("verifySignedRequest rejects an unsafe key before looking at the signature", () => {

@@ -8,7 +8,7 @@ import { promisify } from "node:util";
 import { submitNotebookRun, waitForRun } from "../../src/cli/commands.ts";
 import { REPO_ROOT } from "../../src/server/server.ts";
 import { writeNotebook } from "../helpers/notebooks.ts";
-import { type ServerProcess, spawnServer, stopServer, TEST_API_KEY } from "../helpers/server.ts";
+import { FAST_ENV, type ServerProcess, spawnServer, stopServer, TEST_API_KEY } from "../helpers/server.ts";
 
 const exec = promisify(execFile);
 
@@ -208,5 +208,34 @@ describe("running notebooks end to end (SQLite, local provider)", { concurrency:
     assert.ok(instances.reduce((sum, m) => sum + Number(m[2]), 0) >= 1);
     assert.match(metrics, /hangar_jobs\{state="succeeded"\} [1-9]/);
     assert.match(metrics, /hangar_run_failures_total\{code="cell_error"\} 1/);
+  });
+});
+
+describe("the quick start", () => {
+  it("runs the example and leaves a deployment that `hangar server` and the CLI then use as is", async (t) => {
+    const dataDir = await mkdtemp(join(tmpdir(), "hangar-quickstart-"));
+    t.after(() => rm(dataDir, { recursive: true, force: true }));
+    const { HANGAR_API_KEY: _key, HANGAR_BOOTSTRAP_API_KEY: _bootstrap, ...env } = process.env;
+    const first = await exec(
+      join(REPO_ROOT, "hangar"),
+      ["quickstart", "--data-dir", dataDir, "--out", join(dataDir, "out")],
+      { env: { ...env, ...FAST_ENV } },
+    );
+    const runId = /Results of (run_\w+)/.exec(first.stdout)?.[1];
+    assert.ok(runId, first.stdout + first.stderr);
+    const report = JSON.parse(await readFile(join(dataDir, "out", runId, "output/report.json"), "utf8"));
+    assert.equal(report.region, "north");
+
+    const server = await spawnServer({ HANGAR_BOOTSTRAP_API_KEY: "" }, { dataDir });
+    t.after(() => stopServer(server));
+    const runs = await exec(join(REPO_ROOT, "hangar"), ["runs", "--json"], {
+      env: { ...env, HANGAR_URL: server.url, HANGAR_DATA_DIR: dataDir },
+    });
+    const listed = JSON.parse(runs.stdout) as { id: string; status: string }[];
+    assert.deepEqual(
+      listed.map((run) => [run.id, run.status]),
+      [[runId, "succeeded"]],
+      "the saved admin key opens the quick start's deployment",
+    );
   });
 });

@@ -1,6 +1,6 @@
 import { rm } from "node:fs/promises";
 import { basename, join } from "node:path";
-import type { PredictionAssignment, PredictionItem } from "../../app/agent-hub.ts";
+import type { PredictionAssignment, PredictionItem, UploadTarget } from "../../app/agent-hub.ts";
 import type { JobError } from "../../domain/job.ts";
 import type { JsonObject } from "../../domain/json.ts";
 import type { CommandSpec, ModelRunner, PredictionContext, PredictionResult } from "../../models/model.ts";
@@ -248,11 +248,11 @@ export class PredictionUnitRunner {
     const names = uniqueNames(result.structures.map((s) => basename(s.path)));
     const paths = names.map((name) => `output/${name}`);
     if (paths.length > 0) {
-      const answer = await this.#client.post<{ urls: { path: string; url: string }[] }>(`${base}/uploads`, {
+      const answer = await this.#client.post<{ urls: UploadTarget[] }>(`${base}/uploads`, {
         lease_token: item.lease_token,
         paths,
       });
-      for (const [i, { url }] of answer!.urls.entries()) await uploadFrom(result.structures[i]!.path, url);
+      for (const [i, target] of answer!.urls.entries()) await uploadFrom(result.structures[i]!.path, target);
     }
     const { spec } = runner;
     return {

@@ -5,9 +5,10 @@ import { lstat, mkdir, open, readdir, rename, rm, unlink } from "node:fs/promise
 import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { badRequest, conflict, forbidden, notFound } from "../../domain/errors.ts";
+import { badRequest, conflict, forbidden } from "../../domain/errors.ts";
 import type { BlobObject, BlobStore, SignedMethod } from "../blob-store.ts";
 import { assertSafeKey } from "../keys.ts";
+import { blobNotFound, byKeyBytes, checkExpiry } from "../rules.ts";
 import type { UrlSigner } from "../url-signer.ts";
 
 /** In-progress writes live next to their target under this name; keys may not use it, `list` skips it. */
@@ -28,7 +29,7 @@ export interface FsBlobStoreOptions {
  * answers 409 `blob_key_conflict`.
  */
 export class FsBlobStore implements BlobStore {
-  readonly capabilities = { signedUrlsServedByApi: true } as const;
+  readonly capabilities = { signedUrlsServedByApi: true, signedPutHeaders: {} } as const;
   readonly #root: string;
   readonly #rootPrefix: string;
   readonly #publicBaseUrl: string | (() => string);
@@ -113,7 +114,7 @@ export class FsBlobStore implements BlobStore {
       const info = await lstatOrNull(file);
       if (info?.isFile()) objects.push({ key, size: info.size });
     }
-    return objects.sort((a, b) => Buffer.compare(Buffer.from(a.key), Buffer.from(b.key)));
+    return objects.sort(byKeyBytes);
   }
 
   async delete(keyOrPrefix: string): Promise<void> {
@@ -135,12 +136,7 @@ export class FsBlobStore implements BlobStore {
   /** The expiry is rounded down to a whole second, so the URL never outlives `expiresInS`. */
   async signedUrl(key: string, method: SignedMethod, expiresInS: number): Promise<string> {
     this.#resolve(key);
-    if (!Number.isSafeInteger(expiresInS) || expiresInS <= 0) {
-      throw badRequest(
-        "invalid_expiry",
-        `Signed URL lifetime must be a positive whole number of seconds, got ${expiresInS}.`,
-      );
-    }
+    checkExpiry(expiresInS);
     const expiresAt = Math.floor(Date.now() / 1000) + expiresInS;
     const base = typeof this.#publicBaseUrl === "function" ? this.#publicBaseUrl() : this.#publicBaseUrl;
     const encodedKey = key.split("/").map(encodeURIComponent).join("/");
@@ -193,10 +189,6 @@ async function lstatOrNull(file: string): Promise<Stats | null> {
     if (isErrno(err, "ENOENT", "ENOTDIR")) return null;
     throw err;
   }
-}
-
-function blobNotFound(key: string) {
-  return notFound("blob_not_found", `No blob is stored under ${JSON.stringify(key)}.`, { key });
 }
 
 function keyConflict(key: string, why: string) {
