@@ -30,6 +30,8 @@ export interface Config {
   defaultMaxConcurrent: number;
   /** How often a running batch's artifacts (results CSV, summary, histogram, top-10 zip) are refreshed. */
   batchArtifactsRefreshS: number;
+  /** How long one provider's answer to an offer search is reused. */
+  offersCacheS: number;
   python: string;
   logLevel: string;
   /** Where blobs live: `fs` under the data directory, or an S3 bucket or Azure container that remote instances reach. */
@@ -126,6 +128,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     defaultMaxConcurrent: int(env, "HANGAR_BATCH_MAX_CONCURRENT", 64, 1),
     batchSyncCheckLimit: int(env, "HANGAR_BATCH_SYNC_CHECK_LIMIT", 5_000, 0),
     batchArtifactsRefreshS: int(env, "HANGAR_BATCH_ARTIFACTS_REFRESH_S", 30, 1),
+    offersCacheS: int(env, "HANGAR_OFFERS_CACHE_S", 30, 0),
     python: env.HANGAR_PYTHON ?? "/usr/bin/python3",
     logLevel: env.HANGAR_LOG_LEVEL ?? "info",
     blobStore: blobStoreSettings(env),

@@ -5,6 +5,7 @@ import type { Config } from "../config.ts";
 import type { ComputeProvider } from "../providers/provider.ts";
 import type { Store } from "../store/store.ts";
 import type { Metrics } from "./metrics.ts";
+import type { OfferBook } from "./offers.ts";
 
 /** The resources every service shares, built once per server process. */
 export interface AppContext {
@@ -12,6 +13,8 @@ export interface AppContext {
   store: Store;
   blobs: BlobStore;
   provider: ComputeProvider;
+  /** Live offers of every configured provider (this machine, RunPod, Vast.ai, …). */
+  offers: OfferBook;
   metrics: Metrics;
   log: Logger;
   /** In-process wake-ups: "work" when a job becomes claimable, "job:<id>" when a job changes. */

@@ -4,6 +4,7 @@ import { loadConfig } from "../config.ts";
 import { startServer } from "../server/server.ts";
 import { ApiError, HangarClient } from "./client.ts";
 import { describeRun, downloadRun, pushDataset, submitNotebookRun, waitForRun } from "./commands.ts";
+import { addOfferCommands } from "./offers.ts";
 import { collect, exitCodeOf, integer, print } from "./options.ts";
 import { addPredictionCommands, downloadPredictionFiles } from "./predictions.ts";
 import { quickstart } from "./quickstart.ts";
@@ -158,6 +159,7 @@ program
   );
 
 addPredictionCommands(program);
+addOfferCommands(program);
 
 program
   .command("quickstart")

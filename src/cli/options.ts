@@ -8,6 +8,12 @@ export const integer = (value: string): number => {
   return n;
 };
 
+export const nonNegative = (value: string): number => {
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isFinite(n) || n < 0) throw new InvalidArgumentError("not a number ≥ 0");
+  return n;
+};
+
 export const collect = (value: string, previous: string[]) => [...previous, value];
 
 export const print = (value: unknown): void =>

@@ -1,4 +1,5 @@
 import type { GpuAssignment } from "../domain/instance.ts";
+import type { Offer, OfferQuery } from "../domain/offers.ts";
 
 export interface ProviderCapabilities {
   /** Offers GPUs (false: CPU only, and instances launch without any). */
@@ -18,9 +19,15 @@ export interface LaunchResult {
 
 export type ProviderInstanceStatus = "running" | "gone" | "unknown";
 
-/** A source of compute instances. Each provider is one folder under src/providers with this contract. */
-export interface ComputeProvider {
+/** Anything that quotes machines: every provider, including those Hangar cannot launch on yet. */
+export interface OfferSource {
   readonly name: string;
+  /** Live offers matching the query as far as the provider can filter; the caller filters again. */
+  offers(query: OfferQuery): Promise<Offer[]>;
+}
+
+/** A source of compute instances. Each provider is one folder under src/providers with this contract. */
+export interface ComputeProvider extends OfferSource {
   readonly capabilities: ProviderCapabilities;
   /** Upper bound of live instances this provider may hold at once. */
   readonly maxInstances: number;

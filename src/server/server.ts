@@ -4,11 +4,15 @@ import { AgentHub } from "../app/agent-hub.ts";
 import { ensureBootstrapKey } from "../app/api-keys.ts";
 import { type AppContext, createEvents } from "../app/context.ts";
 import { Metrics } from "../app/metrics.ts";
+import { OfferBook } from "../app/offers.ts";
 import { openBlobStore } from "../blob/index.ts";
 import { UrlSigner } from "../blob/url-signer.ts";
 import type { Config } from "../config.ts";
 import { MODEL_SETTINGS } from "../models/settings.ts";
 import { detectLocalGpus, LocalProvider } from "../providers/local/index.ts";
+import { runpodFromEnv } from "../providers/runpod/index.ts";
+import { tensordockFromEnv } from "../providers/tensordock/index.ts";
+import { vastFromEnv } from "../providers/vastai/index.ts";
 import { Scheduler } from "../scheduler/scheduler.ts";
 import { openStore } from "../store/index.ts";
 import { buildHttpApp } from "./app.ts";
@@ -56,11 +60,18 @@ export async function startServer(config: Config): Promise<RunningServer> {
     workRoot: join(config.dataDir, "instances"),
     env: { HANGAR_PYTHON: config.python, ...modelSettings(process.env) },
   });
+  const offerSources = [
+    provider,
+    runpodFromEnv(process.env),
+    vastFromEnv(process.env),
+    tensordockFromEnv(process.env),
+  ].filter((source) => source !== null);
   const ctx: AppContext = {
     config,
     store,
     blobs,
     provider,
+    offers: new OfferBook(offerSources, { ttlMs: config.offersCacheS * 1000, now: Date.now }),
     metrics: new Metrics(store),
     log,
     events: createEvents(),

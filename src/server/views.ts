@@ -3,6 +3,7 @@ import type { NotebookRunSpec } from "../app/runs.ts";
 import { type Batch, etaSeconds, isBatchFinished, statisticsFromSums } from "../domain/batch.ts";
 import { isTerminal, type Job } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
+import type { MarketRow, Offer, PriceSummary } from "../domain/offers.ts";
 import type { DatasetRecord, NotebookRecord } from "../store/store.ts";
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
@@ -140,5 +141,35 @@ export function batchView(batch: Batch, now: number) {
     created_at: iso(batch.createdAt),
     started_at: iso(batch.startedAt),
     finished_at: iso(batch.finishedAt),
+  };
+}
+
+export function offerView(offer: Offer, now: number) {
+  return {
+    provider: offer.provider,
+    id: offer.id,
+    gpu: offer.gpu,
+    gpu_count: offer.gpuCount,
+    gpu_memory_gb: offer.gpuMemoryGb,
+    vcpus: offer.vcpus,
+    memory_gb: offer.memoryGb,
+    region: offer.region,
+    spot: offer.spot,
+    price_per_hour: offer.pricePerHour,
+    reliability: offer.reliability,
+    fetched_at: iso(offer.fetchedAt),
+    age_s: Math.max(0, Math.round((now - offer.fetchedAt) / 1000)),
+  };
+}
+
+const priceView = (summary: PriceSummary | null) =>
+  summary && { offers: summary.offers, min: summary.min, median: summary.median, p90: summary.p90 };
+
+export function marketRowView(row: MarketRow) {
+  return {
+    gpu: row.gpu,
+    on_demand: priceView(row.onDemand),
+    spot: priceView(row.spot),
+    providers: row.providers,
   };
 }

@@ -1,8 +1,9 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, mkdirSync, openSync, readFileSync } from "node:fs";
-import { availableParallelism, hostname } from "node:os";
+import { availableParallelism, hostname, totalmem } from "node:os";
 import { join } from "node:path";
 import type { GpuAssignment } from "../../domain/instance.ts";
+import { canonicalGpu, type Offer, type OfferQuery } from "../../domain/offers.ts";
 import type {
   ComputeProvider,
   LaunchResult,
@@ -39,6 +40,32 @@ export class LocalProvider implements ComputeProvider {
     this.#options = options;
     this.maxInstances = options.maxInstances;
     this.capabilities = { gpus: options.gpus.length > 0 };
+  }
+
+  /** This machine, priced at 0: one offer per GPU type it has, or one CPU offer. */
+  async offers(_query: OfferQuery): Promise<Offer[]> {
+    const common = {
+      provider: this.name,
+      vcpus: availableParallelism(),
+      memoryGb: Math.floor(totalmem() / 1024 ** 3),
+      region: "local",
+      spot: false,
+      pricePerHour: 0,
+      reliability: null,
+      fetchedAt: Date.now(),
+    };
+    const byType = Map.groupBy(this.#options.gpus, (gpu) => gpu.name);
+    if (byType.size === 0) return [{ ...common, id: hostname(), gpu: "CPU", gpuCount: 0, gpuMemoryGb: 0 }];
+    return [...byType.entries()].map(([name, gpus]) => {
+      const gpuMemoryGb = Math.round(gpus[0]!.memoryMiB / 1024);
+      return {
+        ...common,
+        id: `${hostname()}:${name}`,
+        gpu: canonicalGpu(name, gpuMemoryGb),
+        gpuCount: gpus.length,
+        gpuMemoryGb,
+      };
+    });
   }
 
   allocateGpus(count: number, inUse: ReadonlySet<number>): GpuAssignment[] {

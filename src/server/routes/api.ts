@@ -15,6 +15,7 @@ import {
 import { badRequest, payloadTooLarge, unauthorized } from "../../domain/errors.ts";
 import { isTerminal } from "../../domain/job.ts";
 import { datasetView, notebookView, runView } from "../views.ts";
+import { offerRoutes } from "./offers.ts";
 import { predictionRoutes } from "./predictions.ts";
 
 declare module "fastify" {
@@ -187,6 +188,7 @@ export function apiRoutes(ctx: AppContext) {
     );
 
     predictionRoutes(app, ctx);
+    offerRoutes(app, ctx);
 
     app.get(
       "/runs/:id/logs",

@@ -1,0 +1,120 @@
+import type { Command } from "commander";
+import { HangarClient } from "./client.ts";
+import { integer, nonNegative, print } from "./options.ts";
+
+export interface OfferView {
+  provider: string;
+  id: string;
+  gpu: string;
+  gpu_count: number;
+  gpu_memory_gb: number;
+  vcpus: number | null;
+  memory_gb: number | null;
+  region: string | null;
+  spot: boolean;
+  price_per_hour: number;
+  reliability: number | null;
+  age_s: number;
+}
+
+interface Failure {
+  provider: string;
+  message: string;
+}
+
+interface PriceView {
+  offers: number;
+  min: number;
+  median: number;
+  p90: number;
+}
+
+const price = (value: number) => `$${value.toFixed(3)}/h`;
+
+function warnFailures(failures: Failure[]): void {
+  for (const failure of failures) process.stderr.write(`warning: ${failure.provider}: ${failure.message}\n`);
+}
+
+export function addOfferCommands(program: Command): void {
+  program
+    .command("offers")
+    .description("live offers of every configured provider, cheapest first")
+    .option("--gpu <name>", "GPU type, e.g. RTX4090 or 'RTX 4090'")
+    .option("--min-gpus <n>", "at least this many GPUs", integer)
+    .option("--min-gpu-memory <gb>", "at least this much memory per GPU", nonNegative)
+    .option("--max-price <usd>", "at most this price per hour for the machine", nonNegative)
+    .option("--provider <name>", "one provider only (local, runpod, vastai, tensordock)")
+    .option("--spot", "spot (interruptible) offers only")
+    .option("--on-demand", "on-demand offers only")
+    .option("--limit <n>", "show at most this many", integer, 20)
+    .option("--json", "print a JSON array of offers")
+    .action(
+      async (options: {
+        gpu?: string;
+        minGpus?: number;
+        minGpuMemory?: number;
+        maxPrice?: number;
+        provider?: string;
+        spot?: boolean;
+        onDemand?: boolean;
+        limit: number;
+        json?: boolean;
+      }) => {
+        if (options.spot && options.onDemand) throw new Error("--spot and --on-demand exclude each other");
+        const query = new URLSearchParams();
+        if (options.gpu) query.set("gpu", options.gpu);
+        if (options.minGpus !== undefined) query.set("min_gpus", String(options.minGpus));
+        if (options.minGpuMemory !== undefined) query.set("min_gpu_memory", String(options.minGpuMemory));
+        if (options.maxPrice !== undefined) query.set("max_price", String(options.maxPrice));
+        if (options.provider) query.set("provider", options.provider);
+        if (options.spot) query.set("spot", "true");
+        if (options.onDemand) query.set("spot", "false");
+        const answer = await HangarClient.fromEnv().request<{ offers: OfferView[]; failures: Failure[] }>(
+          "GET",
+          `/api/v1/offers?${query}`,
+        );
+        warnFailures(answer.failures);
+        if (options.json) return print(answer.offers);
+        if (answer.offers.length === 0) return print("no offers match");
+        print("PROVIDER  GPU          COUNT  MEM/GPU  vCPU  RAM    REGION        KIND       PRICE       AGE");
+        for (const o of answer.offers.slice(0, options.limit)) {
+          print(
+            [
+              o.provider.padEnd(8),
+              o.gpu.padEnd(12),
+              String(o.gpu_count).padStart(5),
+              `${o.gpu_memory_gb} GB`.padStart(7),
+              String(o.vcpus ?? "-").padStart(5),
+              (o.memory_gb === null ? "-" : `${o.memory_gb} GB`).padStart(6),
+              (o.region ?? "-").slice(0, 12).padEnd(12),
+              (o.spot ? "spot" : "on-demand").padEnd(9),
+              price(o.price_per_hour).padStart(11),
+              `${o.age_s}s`.padStart(5),
+            ].join("  "),
+          );
+        }
+        if (answer.offers.length > options.limit) {
+          print(`… ${answer.offers.length - options.limit} more (--limit, or --json for all)`);
+        }
+      },
+    );
+
+  program
+    .command("market")
+    .description("price per GPU-hour by GPU type across providers: min, median and p90, on-demand and spot")
+    .option("--json", "print JSON")
+    .action(async (options: { json?: boolean }) => {
+      const answer = await HangarClient.fromEnv().request<{
+        gpus: { gpu: string; on_demand: PriceView | null; spot: PriceView | null; providers: string[] }[];
+        failures: Failure[];
+      }>("GET", "/api/v1/spot/market");
+      warnFailures(answer.failures);
+      if (options.json) return print(answer.gpus);
+      const spread = (p: PriceView | null) =>
+        p ? `${price(p.min)} / ${price(p.median)} / ${price(p.p90)} (${p.offers})` : "-";
+      print("GPU          ON-DEMAND min / median / p90 (offers)          SPOT min / median / p90 (offers)");
+      for (const row of answer.gpus) {
+        print(`${row.gpu.padEnd(12)} ${spread(row.on_demand).padEnd(46)} ${spread(row.spot)}`);
+      }
+    });
+}

@@ -1,0 +1,15 @@
+import { TENSORDOCK_API_URL, TensorDockClient } from "./tensordock-client.ts";
+import { TensorDockProvider } from "./tensordock-provider.ts";
+
+export { TensorDockClient, TensorDockProvider };
+
+/** TensorDock when TENSORDOCK_API_TOKEN is set; TENSORDOCK_API_URL points it elsewhere. */
+export function tensordockFromEnv(env: NodeJS.ProcessEnv): TensorDockProvider | null {
+  if (!env.TENSORDOCK_API_TOKEN) return null;
+  return new TensorDockProvider(
+    new TensorDockClient({
+      token: env.TENSORDOCK_API_TOKEN,
+      apiUrl: env.TENSORDOCK_API_URL || TENSORDOCK_API_URL,
+    }),
+  );
+}

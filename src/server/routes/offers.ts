@@ -1,0 +1,52 @@
+import { Type, type TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
+import type { FastifyInstance } from "fastify";
+import type { AppContext } from "../../app/context.ts";
+import { badRequest } from "../../domain/errors.ts";
+import type { OfferQuery } from "../../domain/offers.ts";
+import { marketRowView, offerView } from "../views.ts";
+
+const OffersQuery = Type.Object({
+  gpu: Type.Optional(
+    Type.String({ minLength: 1, maxLength: 100, description: "GPU type, e.g. RTX4090 or 'RTX 4090'" }),
+  ),
+  min_gpus: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
+  min_gpu_memory: Type.Optional(Type.Number({ minimum: 0, description: "GB of memory per GPU" })),
+  max_price: Type.Optional(Type.Number({ minimum: 0, description: "USD per hour for the whole machine" })),
+  spot: Type.Optional(Type.Boolean({ description: "true: spot only; false: on-demand only; absent: both" })),
+  provider: Type.Optional(Type.String({ minLength: 1, maxLength: 50 })),
+});
+
+/** Live offers of every configured provider, and the market they make. */
+export function offerRoutes(app: FastifyInstance, ctx: AppContext) {
+  const api = app.withTypeProvider<TypeBoxTypeProvider>();
+
+  api.get("/offers", { schema: { tags: ["offers"], querystring: OffersQuery } }, async (request) => {
+    const q = request.query;
+    if (q.provider !== undefined && !ctx.offers.providers.includes(q.provider)) {
+      throw badRequest(
+        "unknown_provider",
+        `Provider "${q.provider}" is not configured here; configured: ${ctx.offers.providers.join(", ")}`,
+      );
+    }
+    const query: OfferQuery = {
+      ...(q.gpu !== undefined ? { gpu: q.gpu } : {}),
+      ...(q.min_gpus !== undefined ? { minGpus: q.min_gpus } : {}),
+      ...(q.min_gpu_memory !== undefined ? { minGpuMemoryGb: q.min_gpu_memory } : {}),
+      ...(q.max_price !== undefined ? { maxPricePerHour: q.max_price } : {}),
+      ...(q.spot !== undefined ? { spot: q.spot } : {}),
+      ...(q.provider !== undefined ? { provider: q.provider } : {}),
+    };
+    const { offers, failures } = await ctx.offers.search(query);
+    const now = ctx.now();
+    return {
+      offers: offers.map((offer) => offerView(offer, now)),
+      providers: ctx.offers.providers,
+      failures,
+    };
+  });
+
+  api.get("/spot/market", { schema: { tags: ["offers"] } }, async () => {
+    const { rows, failures } = await ctx.offers.market();
+    return { gpus: rows.map(marketRowView), providers: ctx.offers.providers, failures };
+  });
+}

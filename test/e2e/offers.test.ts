@@ -1,0 +1,125 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { promisify } from "node:util";
+import type { OfferView } from "../../src/cli/offers.ts";
+import { REPO_ROOT } from "../../src/server/server.ts";
+import { type RunPodEmulator, startRunPodEmulator } from "../emulators/runpod.ts";
+import { startTensorDockEmulator, type TensorDockEmulator } from "../emulators/tensordock.ts";
+import { startVastEmulator, type VastEmulator } from "../emulators/vastai.ts";
+import { type ServerProcess, spawnServer, stopServer, TEST_API_KEY } from "../helpers/server.ts";
+
+const exec = promisify(execFile);
+
+describe("offers from every configured provider (RunPod, Vast.ai and TensorDock emulated)", () => {
+  let runpod: RunPodEmulator;
+  let vast: VastEmulator;
+  let tensordock: TensorDockEmulator;
+  let server: ServerProcess;
+  const cli = (args: string[]) =>
+    exec(join(REPO_ROOT, "hangar"), args, {
+      env: { ...process.env, HANGAR_URL: server.url, HANGAR_API_KEY: TEST_API_KEY },
+    }).then(
+      (done) => ({ code: 0, ...done }),
+      (error: { code: number; stdout: string; stderr: string }) => error,
+    );
+
+  before(async () => {
+    runpod = await startRunPodEmulator("rp_secret_0123456789");
+    vast = await startVastEmulator("vast_secret_0123456789");
+    tensordock = await startTensorDockEmulator("td_secret_0123456789");
+    server = await spawnServer({
+      RUNPOD_API_KEY: runpod.apiKey,
+      RUNPOD_GRAPHQL_URL: runpod.url,
+      VAST_API_KEY: vast.apiKey,
+      VAST_API_URL: vast.url,
+      TENSORDOCK_API_TOKEN: tensordock.token,
+      TENSORDOCK_API_URL: tensordock.url,
+      HANGAR_OFFERS_CACHE_S: "0",
+    });
+  });
+  after(async () => {
+    await stopServer(server);
+    await runpod.close();
+    await vast.close();
+    await tensordock.close();
+  });
+
+  it("lists live offers of this machine, RunPod, Vast.ai and TensorDock, cheapest first, each with its age", async () => {
+    const { stdout } = await cli(["offers", "--json"]);
+    const offers = JSON.parse(stdout) as OfferView[];
+    assert.deepEqual([...new Set(offers.map((o) => o.provider))].sort(), [
+      "local",
+      "runpod",
+      "tensordock",
+      "vastai",
+    ]);
+    const prices = offers.map((o) => o.price_per_hour);
+    assert.deepEqual(
+      prices,
+      [...prices].sort((a, b) => a - b),
+    );
+    for (const o of offers) assert.ok(o.age_s >= 0 && o.age_s < 60, `age ${o.age_s}`);
+    assert.ok(
+      !stdout.includes(runpod.apiKey) && !stdout.includes(vast.apiKey),
+      "no credential in the answer",
+    );
+  });
+
+  it("filters by GPU in any spelling, kind and price, across providers", async () => {
+    const { stdout } = await cli([
+      "offers",
+      "--gpu",
+      "NVIDIA GeForce RTX 4090",
+      "--spot",
+      "--max-price",
+      "0.4",
+      "--json",
+    ]);
+    const offers = JSON.parse(stdout) as OfferView[];
+    assert.deepEqual(
+      offers.map((o) => [o.provider, o.gpu, o.gpu_count, o.spot, o.price_per_hour]),
+      [
+        ["vastai", "RTX4090", 1, true, 0.18],
+        ["runpod", "RTX4090", 1, true, 0.2],
+        ["vastai", "RTX4090", 2, true, 0.33],
+      ],
+    );
+    const table = await cli(["offers", "--gpu", "RTX4090", "--provider", "runpod"]);
+    assert.match(table.stdout, /^PROVIDER\s+GPU/m);
+    assert.match(table.stdout, /runpod\s+RTX4090\s+1\s+24 GB.*on-demand\s+\$0\.340\/h/);
+  });
+
+  it("reports a provider that fails beside the others' offers, and refuses an unknown provider", async () => {
+    // Two searches (on-demand and bid) of four attempts each.
+    vast.faults.push(...Array.from({ length: 8 }, () => ({ kind: "status" as const, status: 500 })));
+    const degraded = await cli(["offers", "--json"]);
+    const offers = JSON.parse(degraded.stdout) as OfferView[];
+    assert.ok(offers.some((o) => o.provider === "runpod"));
+    assert.ok(!offers.some((o) => o.provider === "vastai"));
+    assert.match(degraded.stderr, /warning: vastai: vastai: HTTP 500 after 4 attempts/);
+
+    const unknown = await cli(["offers", "--provider", "gcp"]);
+    assert.equal(unknown.code, 2, "a refused request exits 2");
+    assert.match(
+      unknown.stderr,
+      /"gcp" is not configured here; configured: local, runpod, vastai, tensordock \(unknown_provider, HTTP 400\)/,
+    );
+  });
+
+  it("summarises the market per GPU type: min, median and p90 per GPU-hour", async () => {
+    const { stdout } = await cli(["market", "--json"]);
+    const rows = JSON.parse(stdout) as {
+      gpu: string;
+      on_demand: { min: number; median: number; p90: number; offers: number } | null;
+      spot: { min: number } | null;
+      providers: string[];
+    }[];
+    const rtx = rows.find((r) => r.gpu === "RTX4090");
+    assert.deepEqual(rtx?.providers, ["runpod", "tensordock", "vastai"]);
+    assert.equal(rtx?.on_demand?.min, 0.29, "Vast's 2-GPU machine at $0.58/h is $0.29 per GPU-hour");
+    assert.equal(rtx?.spot?.min, 0.165);
+    assert.ok(rows.some((r) => r.gpu === "H100"));
+  });
+});

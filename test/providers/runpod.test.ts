@@ -1,0 +1,98 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { ProviderApiError } from "../../src/providers/http.ts";
+import { RunPodClient, RunPodProvider } from "../../src/providers/runpod/index.ts";
+import { type RunPodEmulator, startRunPodEmulator } from "../emulators/runpod.ts";
+import { FAST_RETRY, runOfferSourceConformance } from "./offer-conformance.ts";
+
+runOfferSourceConformance("runpod (emulator)", async () => {
+  const emulator = await startRunPodEmulator();
+  const client = new RunPodClient({ apiKey: emulator.apiKey, graphqlUrl: emulator.url, retry: FAST_RETRY });
+  return { source: new RunPodProvider(client), close: () => emulator.close() };
+});
+
+describe("RunPod client and offers against the emulator", () => {
+  let emulator: RunPodEmulator;
+  let client: RunPodClient;
+  before(async () => {
+    emulator = await startRunPodEmulator();
+    client = new RunPodClient({ apiKey: emulator.apiKey, graphqlUrl: emulator.url, retry: FAST_RETRY });
+  });
+  after(() => emulator.close());
+
+  it("offers community and secure, on-demand and spot, priced for the whole machine; none out of stock", async () => {
+    const offers = await new RunPodProvider(client).offers({ minGpus: 2 });
+    assert.deepEqual(
+      offers.map((o) => [o.id, o.gpu, o.gpuCount, o.spot, o.pricePerHour]).sort(),
+      [
+        ["NVIDIA GeForce RTX 4090:COMMUNITY", "RTX4090", 2, false, 0.68],
+        ["NVIDIA GeForce RTX 4090:COMMUNITY:SPOT", "RTX4090", 2, true, 0.4],
+        ["NVIDIA GeForce RTX 4090:SECURE", "RTX4090", 2, false, 1.38],
+        ["NVIDIA GeForce RTX 4090:SECURE:SPOT", "RTX4090", 2, true, 1],
+        ["NVIDIA H100 80GB HBM3:SECURE", "H100", 2, false, 5.38],
+        ["NVIDIA H100 80GB HBM3:SECURE:SPOT", "H100", 2, true, 3.5],
+      ].sort(),
+      "the RTX 3090 has no stock, so it is not offered",
+    );
+    const rtx = offers.find((o) => o.id === "NVIDIA GeForce RTX 4090:COMMUNITY");
+    assert.deepEqual([rtx?.vcpus, rtx?.memoryGb], [16, 82], "lowestPrice for the count asked");
+  });
+
+  it("does not offer a count beyond the type's maximum", async () => {
+    const offers = await new RunPodProvider(client).offers({ minGpus: 16 });
+    assert.deepEqual(offers, []);
+  });
+
+  it("turns an error delivered with HTTP 200 into an error carrying RunPod's message", async () => {
+    emulator.failNextWith(
+      "There are no longer any instances available with the requested specifications. Please refresh and try again.",
+    );
+    const error = await client.gpuTypes(1).catch((err: unknown) => err);
+    assert.ok(error instanceof ProviderApiError);
+    assert.equal(error.status, 200);
+    assert.equal(error.retryable, true, "no capacity may clear later");
+    assert.match(error.message, /^runpod: There are no longer any instances available/);
+  });
+
+  it("retries a 429 after its Retry-After, and a 5xx, then answers", async () => {
+    emulator.faults.push({ kind: "status", status: 429, retryAfterS: 1 }, { kind: "status", status: 502 });
+    const started = Date.now();
+    const types = await client.gpuTypes(1);
+    assert.ok(types.length > 0);
+    assert.ok(Date.now() - started >= 1_000, "waited for Retry-After");
+  });
+
+  it("gives up after its attempts with a retryable error naming the status", async () => {
+    emulator.faults.push(...Array.from({ length: 3 }, () => ({ kind: "status" as const, status: 503 })));
+    await assert.rejects(client.gpuTypes(1), (err: unknown) => {
+      assert.ok(err instanceof ProviderApiError);
+      assert.equal(err.status, 503);
+      assert.equal(err.retryable, true);
+      return true;
+    });
+  });
+
+  it("refuses a wrong key with 401 on account queries, while the catalog needs none", async () => {
+    const wrong = new RunPodClient({ apiKey: "nope", graphqlUrl: emulator.url, retry: FAST_RETRY });
+    await assert.rejects(wrong.query("query { myself { id clientBalance } }"), (err: unknown) => {
+      assert.ok(err instanceof ProviderApiError);
+      assert.equal(err.status, 401);
+      assert.equal(err.retryable, false);
+      assert.doesNotMatch(err.message, /nope/, "the key is never echoed");
+      return true;
+    });
+    const me = await client.query<{ myself: { clientBalance: number } }>(
+      "query { myself { clientBalance } }",
+    );
+    assert.equal(me.myself.clientBalance, 435.85);
+  });
+
+  it("reports invalid variables as the 400 RunPod answers", async () => {
+    await assert.rejects(
+      client.query("query T($n: Int!) { gpuTypes { lowestPrice(input: {gpuCount: $n}) { stockStatus } } }", {
+        n: "two",
+      }),
+      (err: unknown) => err instanceof ProviderApiError && err.status === 400 && !err.retryable,
+    );
+  });
+});
