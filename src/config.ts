@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import type { MachinePolicy } from "./domain/machines.ts";
 
 /** Every setting, read from the environment once. Documented in README.md and .env.example. */
 export interface Config {
@@ -30,6 +31,8 @@ export interface Config {
   defaultMaxConcurrent: number;
   /** How often a running batch's artifacts (results CSV, summary, histogram, top-10 zip) are refreshed. */
   batchArtifactsRefreshS: number;
+  /** When launches skip a machine that keeps failing (domain/machines.ts). */
+  machinePolicy: MachinePolicy;
   /** How long one provider's answer to an offer search is reused. */
   offersCacheS: number;
   python: string;
@@ -94,6 +97,16 @@ function int(env: NodeJS.ProcessEnv, name: string, fallback: number, min = 0): n
   return value;
 }
 
+function fraction(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < 0 || value > 1) {
+    throw new Error(`${name} must be a number from 0 to 1 (got "${raw}")`);
+  }
+  return value;
+}
+
 /** A secret kept in the data directory, so signed URLs survive restarts without configuration. */
 function persistentSecret(dataDir: string, file: string): string {
   const path = join(dataDir, file);
@@ -129,6 +142,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     batchSyncCheckLimit: int(env, "HANGAR_BATCH_SYNC_CHECK_LIMIT", 5_000, 0),
     batchArtifactsRefreshS: int(env, "HANGAR_BATCH_ARTIFACTS_REFRESH_S", 30, 1),
     offersCacheS: int(env, "HANGAR_OFFERS_CACHE_S", 30, 0),
+    machinePolicy: {
+      minAttempts: int(env, "HANGAR_MACHINE_MIN_ATTEMPTS", 3, 1),
+      minSuccessRate: fraction(env, "HANGAR_MACHINE_MIN_SUCCESS_RATE", 0.3),
+      skipMs: int(env, "HANGAR_MACHINE_SKIP_HOURS", 24, 0) * 3600_000,
+    },
     python: env.HANGAR_PYTHON ?? "/usr/bin/python3",
     logLevel: env.HANGAR_LOG_LEVEL ?? "info",
     blobStore: blobStoreSettings(env),

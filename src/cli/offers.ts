@@ -17,6 +17,18 @@ export interface OfferView {
   age_s: number;
 }
 
+interface MachineView {
+  provider: string;
+  machine_id: string;
+  attempts: number;
+  ready: number;
+  failed: number;
+  success_rate: number | null;
+  median_time_to_ready_s: number | null;
+  last_error: string | null;
+  skipped_until: string | null;
+}
+
 interface Failure {
   provider: string;
   message: string;
@@ -115,6 +127,33 @@ export function addOfferCommands(program: Command): void {
       print("GPU          ON-DEMAND min / median / p90 (offers)          SPOT min / median / p90 (offers)");
       for (const row of answer.gpus) {
         print(`${row.gpu.padEnd(12)} ${spread(row.on_demand).padEnd(46)} ${spread(row.spot)}`);
+      }
+    });
+
+  program
+    .command("machines")
+    .description(
+      "launch history per machine: attempts, success rate, time to ready, and machines being skipped",
+    )
+    .option("--provider <name>", "one provider only")
+    .option("--json", "print JSON: {machines, attempts}")
+    .action(async (options: { provider?: string; json?: boolean }) => {
+      const query = options.provider ? `?provider=${encodeURIComponent(options.provider)}` : "";
+      const answer = await HangarClient.fromEnv().request<{ machines: MachineView[]; attempts: unknown[] }>(
+        "GET",
+        `/api/v1/machines/history${query}`,
+      );
+      if (options.json) return print(answer);
+      if (answer.machines.length === 0) return print("no launches in the last 30 days");
+      print("PROVIDER    MACHINE                 ATTEMPTS  READY  FAILED  SUCCESS  READY IN  STATUS");
+      for (const m of answer.machines) {
+        const rate = m.success_rate === null ? "-" : `${Math.round(m.success_rate * 100)}%`;
+        const readyIn = m.median_time_to_ready_s === null ? "-" : `${m.median_time_to_ready_s.toFixed(1)}s`;
+        const status = m.skipped_until ? `skipped until ${m.skipped_until}` : "ok";
+        print(
+          `${m.provider.padEnd(10)}  ${m.machine_id.slice(0, 22).padEnd(22)}  ${String(m.attempts).padStart(8)}  ${String(m.ready).padStart(5)}  ${String(m.failed).padStart(6)}  ${rate.padStart(7)}  ${readyIn.padStart(8)}  ${status}`,
+        );
+        if (m.last_error && m.failed > 0) print(`            last error: ${m.last_error}`);
       }
     });
 }

@@ -1,4 +1,5 @@
 import type { GpuAssignment } from "../domain/instance.ts";
+import type { LaunchedInstance } from "../domain/machines.ts";
 import type { Offer, OfferQuery } from "../domain/offers.ts";
 
 export interface ProviderCapabilities {
@@ -13,9 +14,8 @@ export interface LaunchSpec {
   gpus: GpuAssignment[];
 }
 
-export interface LaunchResult {
-  providerInstanceId: string;
-}
+/** Machine history is kept per host, and a run's price is what the provider reports here. */
+export type LaunchResult = LaunchedInstance;
 
 export type ProviderInstanceStatus = "running" | "gone" | "unknown";
 

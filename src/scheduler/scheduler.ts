@@ -169,7 +169,7 @@ export class Scheduler {
       createdAt: this.#ctx.now(),
     });
     try {
-      const { providerInstanceId } = await provider.launch({
+      const launched = await provider.launch({
         instanceId: instance.id,
         gpus,
         agentEnv: {
@@ -178,7 +178,8 @@ export class Scheduler {
           HANGAR_BOOTSTRAP_TOKEN: bootstrapToken,
         },
       });
-      await store.setInstanceProviderId(instance.id, providerInstanceId);
+      const { providerInstanceId } = launched;
+      await store.recordLaunch(instance.id, launched);
       log.info(
         { instance_id: instance.id, provider: provider.name, provider_instance_id: providerInstanceId },
         "instance launched",

@@ -3,6 +3,7 @@ import type { NotebookRunSpec } from "../app/runs.ts";
 import { type Batch, etaSeconds, isBatchFinished, statisticsFromSums } from "../domain/batch.ts";
 import { isTerminal, type Job } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
+import { type LaunchAttempt, type MachineRecord, outcomeOf } from "../domain/machines.ts";
 import type { MarketRow, Offer, PriceSummary } from "../domain/offers.ts";
 import type { DatasetRecord, NotebookRecord } from "../store/store.ts";
 
@@ -171,5 +172,36 @@ export function marketRowView(row: MarketRow) {
     on_demand: priceView(row.onDemand),
     spot: priceView(row.spot),
     providers: row.providers,
+  };
+}
+
+export function machineView(record: MachineRecord) {
+  return {
+    provider: record.provider,
+    machine_id: record.machineId,
+    attempts: record.attempts,
+    ready: record.ready,
+    failed: record.failed,
+    pending: record.pending,
+    success_rate: record.successRate,
+    median_time_to_ready_s: record.medianTimeToReadyMs === null ? null : record.medianTimeToReadyMs / 1000,
+    last_attempt_at: iso(record.lastAttemptAt),
+    last_error: record.lastError,
+    skipped_until: iso(record.skippedUntil),
+  };
+}
+
+export function launchAttemptView(attempt: LaunchAttempt) {
+  return {
+    instance_id: attempt.instanceId,
+    provider: attempt.provider,
+    machine_id: attempt.machineId,
+    price_per_hour: attempt.pricePerHour,
+    outcome: outcomeOf(attempt),
+    launched_at: iso(attempt.launchedAt),
+    ready_at: iso(attempt.readyAt),
+    time_to_ready_s: attempt.readyAt === null ? null : (attempt.readyAt - attempt.launchedAt) / 1000,
+    ended_at: iso(attempt.endedAt),
+    error: attempt.error,
   };
 }

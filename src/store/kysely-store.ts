@@ -13,6 +13,7 @@ import type { Batch, ReadyWork, ScoreDirection } from "../domain/batch.ts";
 import { INSTANCE_STATES, type Instance, type InstanceState, sourcesFor } from "../domain/instance.ts";
 import { decideAfterFailure, JOB_STATUSES, type Job, type JobError, type JobStatus } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
+import type { LaunchAttempt, LaunchedInstance } from "../domain/machines.ts";
 import { type BatchRow, moveChildren, recordScore, settleStatus, toBatch } from "./batch-counters.ts";
 import { migrationProvider } from "./migrations.ts";
 import type { Database } from "./schema.ts";
@@ -1070,12 +1071,48 @@ export class KyselyStore implements Store {
     return result.numUpdatedRows > 0n;
   }
 
-  async setInstanceProviderId(id: string, providerInstanceId: string): Promise<void> {
+  async recordLaunch(id: string, launched: LaunchedInstance): Promise<void> {
     await this.#db
       .updateTable("instances")
-      .set({ provider_instance_id: providerInstanceId })
+      .set({
+        provider_instance_id: launched.providerInstanceId,
+        machine_id: launched.machineId,
+        price_per_hour: launched.pricePerHour,
+      })
       .where("id", "=", id)
       .execute();
+  }
+
+  async listLaunchAttempts(orgId: string, since: number, provider?: string): Promise<LaunchAttempt[]> {
+    const rows = await this.#db
+      .selectFrom("instances")
+      .select([
+        "id",
+        "provider",
+        "machine_id",
+        "price_per_hour",
+        "state",
+        "created_at",
+        "ready_at",
+        "terminated_at",
+        "termination_reason",
+      ])
+      .where("org_id", "=", orgId)
+      .where("created_at", ">=", since)
+      .$if(provider !== undefined, (q) => q.where("provider", "=", provider!))
+      .orderBy("created_at", "desc")
+      .orderBy("id", "desc")
+      .execute();
+    return rows.map((row) => ({
+      instanceId: row.id,
+      provider: row.provider,
+      machineId: row.machine_id,
+      pricePerHour: row.price_per_hour,
+      launchedAt: row.created_at,
+      readyAt: row.ready_at,
+      endedAt: row.terminated_at,
+      error: row.ready_at === null ? row.termination_reason : null,
+    }));
   }
 
   async transitionInstance(

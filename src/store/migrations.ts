@@ -180,6 +180,18 @@ const migrations: Record<string, Migration> = {
       await db.schema.alterTable("batches").addColumn("validation_until", "bigint").execute();
     },
   },
+  "0004_launch_history": {
+    async up(db: Kysely<unknown>) {
+      // Each instance is one launch attempt: the host it landed on and the price the provider reported.
+      await db.schema.alterTable("instances").addColumn("machine_id", "text").execute();
+      await db.schema.alterTable("instances").addColumn("price_per_hour", "double precision").execute();
+      await db.schema
+        .createIndex("instances_org_created")
+        .on("instances")
+        .columns(["org_id", "created_at"])
+        .execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

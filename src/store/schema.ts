@@ -110,6 +110,8 @@ export interface Database {
     last_seen_at: number | null;
     terminated_at: number | null;
     termination_reason: string | null;
+    machine_id: string | null;
+    price_per_hour: number | null;
     bootstrap_token_hash: string | null;
     agent_token_hash: string | null;
   };

@@ -2,6 +2,7 @@ import type { Batch, ReadyWork } from "../domain/batch.ts";
 import type { Instance, InstanceState } from "../domain/instance.ts";
 import type { Job, JobError, JobProgress, JobStatus } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
+import type { LaunchAttempt, LaunchedInstance } from "../domain/machines.ts";
 
 export interface StoreCapabilities {
   /** Claims lock rows with `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on each other. */
@@ -264,7 +265,10 @@ export interface Store {
     agentTokenHash: string,
     now: number,
   ): Promise<boolean>;
-  setInstanceProviderId(id: string, providerInstanceId: string): Promise<void>;
+  /** What the provider answered to the launch: its instance id, the host, the price it reports. */
+  recordLaunch(id: string, launched: LaunchedInstance): Promise<void>;
+  /** Launches of an org since `since` (every instance is one), newest first; the machine history reads them. */
+  listLaunchAttempts(orgId: string, since: number, provider?: string): Promise<LaunchAttempt[]>;
   /**
    * Moves an instance only if it is in one of `from` and the lifecycle (domain/instance.ts) allows the
    * move; returns whether it moved.

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
@@ -65,6 +65,31 @@ describe("running notebooks end to end (SQLite, local provider)", { concurrency:
     const status = await cli(["status", view.id]);
     assert.match(status.stdout, /status\s+succeeded/);
     assert.match(status.stdout, /running on CPU/);
+  });
+
+  it("records each launch in the machine history, with the local machine's time to ready", async () => {
+    const shown = await cli(["machines", "--json"]);
+    const { machines, attempts } = JSON.parse(shown.stdout) as {
+      machines: {
+        provider: string;
+        machine_id: string;
+        ready: number;
+        success_rate: number;
+        median_time_to_ready_s: number;
+      }[];
+      attempts: { outcome: string; price_per_hour: number; time_to_ready_s: number | null }[];
+    };
+    assert.equal(machines.length, 1, shown.stdout);
+    assert.equal(machines[0]?.provider, "local");
+    assert.equal(machines[0]?.machine_id, hostname());
+    assert.ok((machines[0]?.ready ?? 0) >= 1);
+    assert.equal(machines[0]?.success_rate, 1);
+    assert.ok((machines[0]?.median_time_to_ready_s ?? 0) > 0);
+    assert.ok(
+      attempts.some((a) => a.outcome === "ready" && a.price_per_hour === 0 && (a.time_to_ready_s ?? 0) > 0),
+    );
+    const table = await cli(["machines"]);
+    assert.match(table.stdout, /^local\s+\S+\s+\d+\s+\d+\s+0\s+100%\s+[\d.]+s\s+ok$/m);
   });
 
   it("fails a run whose cell raises, keeps the executed notebook and outputs, and exits non-zero", async () => {

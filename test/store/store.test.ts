@@ -304,6 +304,48 @@ for (const dialect of DIALECTS) {
       assert.ok(counts.terminated >= 1);
     });
 
+    it("keeps each launch as an attempt: host, reported price, readiness and why it ended, per org", async () => {
+      const provider = `hist_${newId("inst")}`;
+      const launch = async (orgId: string, createdAt: number) => {
+        const id = newId("inst");
+        await store.insertInstance({
+          id,
+          orgId,
+          provider,
+          gpus: [],
+          bootstrapTokenHash: `b_${id}`,
+          createdAt,
+        });
+        return id;
+      };
+      const ready = await launch(ORG, 1_000);
+      await store.recordLaunch(ready, { providerInstanceId: "pod-1", machineId: "m-7", pricePerHour: 0.44 });
+      assert.equal(await store.registerInstance(ready, `b_${ready}`, `a_${ready}`, 1_500), true);
+      const failed = await launch(ORG, 2_000);
+      await store.recordLaunch(failed, { providerInstanceId: "pod-2", machineId: "m-7", pricePerHour: 0.44 });
+      await store.transitionInstance(failed, ["provisioning"], "terminated", 2_900, "never booted");
+      await launch(OTHER_ORG, 3_000);
+      await launch(ORG, 10);
+
+      const attempts = await store.listLaunchAttempts(ORG, 500, provider);
+      assert.deepEqual(
+        attempts.map((a) => [
+          a.instanceId,
+          a.machineId,
+          a.pricePerHour,
+          a.launchedAt,
+          a.readyAt,
+          a.endedAt,
+          a.error,
+        ]),
+        [
+          [failed, "m-7", 0.44, 2_000, null, 2_900, "never booted"],
+          [ready, "m-7", 0.44, 1_000, 1_500, null, null],
+        ],
+        "newest first, only this org's, only since the given time",
+      );
+    });
+
     describe("batches", () => {
       const policy = { maxAttempts: 2, backoffMinMs: 0, backoffMaxMs: 0, timeoutMs: 60_000 };
       const newBatch = async (

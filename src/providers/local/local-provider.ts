@@ -109,7 +109,7 @@ export class LocalProvider implements ComputeProvider {
       for (const listener of this.#exitListeners) listener(providerInstanceId, reason);
     });
     child.unref();
-    return { providerInstanceId };
+    return { providerInstanceId, machineId: hostname(), pricePerHour: 0 };
   }
 
   async describe(providerInstanceId: string): Promise<ProviderInstanceStatus> {

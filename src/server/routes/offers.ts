@@ -1,9 +1,10 @@
 import { Type, type TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import type { FastifyInstance } from "fastify";
 import type { AppContext } from "../../app/context.ts";
+import { HISTORY_DAYS, launchHistory } from "../../app/machines.ts";
 import { badRequest } from "../../domain/errors.ts";
 import type { OfferQuery } from "../../domain/offers.ts";
-import { marketRowView, offerView } from "../views.ts";
+import { launchAttemptView, machineView, marketRowView, offerView } from "../views.ts";
 
 const OffersQuery = Type.Object({
   gpu: Type.Optional(
@@ -16,7 +17,7 @@ const OffersQuery = Type.Object({
   provider: Type.Optional(Type.String({ minLength: 1, maxLength: 50 })),
 });
 
-/** Live offers of every configured provider, and the market they make. */
+/** Live offers of every configured provider, the market they make, and how launches went. */
 export function offerRoutes(app: FastifyInstance, ctx: AppContext) {
   const api = app.withTypeProvider<TypeBoxTypeProvider>();
 
@@ -44,6 +45,32 @@ export function offerRoutes(app: FastifyInstance, ctx: AppContext) {
       failures,
     };
   });
+
+  api.get(
+    "/machines/history",
+    {
+      schema: {
+        tags: ["offers"],
+        querystring: Type.Object({
+          provider: Type.Optional(Type.String({ minLength: 1, maxLength: 50 })),
+          limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+        }),
+      },
+    },
+    async (request) => {
+      const { machines, attempts } = await launchHistory(ctx, request.orgId, request.query.provider);
+      return {
+        days: HISTORY_DAYS,
+        policy: {
+          min_attempts: ctx.config.machinePolicy.minAttempts,
+          min_success_rate: ctx.config.machinePolicy.minSuccessRate,
+          skip_hours: ctx.config.machinePolicy.skipMs / 3600_000,
+        },
+        machines: machines.map(machineView),
+        attempts: attempts.slice(0, request.query.limit ?? 100).map(launchAttemptView),
+      };
+    },
+  );
 
   api.get("/spot/market", { schema: { tags: ["offers"] } }, async () => {
     const { rows, failures } = await ctx.offers.market();
