@@ -14,6 +14,10 @@ export interface Config {
   publicUrl: string | undefined;
   bootstrapApiKey: string | undefined;
   signingSecret: string;
+  /** Labels this deployment's instances at their providers; replicas of one deployment share it. */
+  deploymentId: string;
+  /** How often providers' own instance lists are checked for instances this deployment must not run. */
+  reconcileIntervalS: number;
   maxUploadBytes: number;
   signedUrlTtlS: number;
   leaseS: number;
@@ -107,12 +111,12 @@ function fraction(env: NodeJS.ProcessEnv, name: string, fallback: number): numbe
   return value;
 }
 
-/** A secret kept in the data directory, so signed URLs survive restarts without configuration. */
-function persistentSecret(dataDir: string, file: string): string {
+/** A random value kept in the data directory, so it survives restarts without configuration. */
+function persistentRandom(dataDir: string, file: string, bytes: number): string {
   const path = join(dataDir, file);
   if (existsSync(path)) return readFileSync(path, "utf8").trim();
   mkdirSync(dataDir, { recursive: true });
-  const secret = randomBytes(32).toString("base64url");
+  const secret = randomBytes(bytes).toString("base64url");
   writeFileSync(path, `${secret}\n`, { mode: 0o600, flag: "wx" });
   return secret;
 }
@@ -127,7 +131,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     databaseSchema: env.HANGAR_DATABASE_SCHEMA || undefined,
     publicUrl: env.HANGAR_PUBLIC_URL || undefined,
     bootstrapApiKey: env.HANGAR_BOOTSTRAP_API_KEY || undefined,
-    signingSecret: env.HANGAR_SIGNING_SECRET || persistentSecret(dataDir, "signing-secret"),
+    signingSecret: env.HANGAR_SIGNING_SECRET || persistentRandom(dataDir, "signing-secret", 32),
+    deploymentId: env.HANGAR_DEPLOYMENT_ID || `hgr-${persistentRandom(dataDir, "deployment-id", 9)}`,
+    reconcileIntervalS: int(env, "HANGAR_RECONCILE_INTERVAL_S", 60, 1),
     maxUploadBytes: int(env, "HANGAR_MAX_UPLOAD_BYTES", 512 * 1024 * 1024, 1),
     signedUrlTtlS: int(env, "HANGAR_SIGNED_URL_TTL_S", 3600, 1),
     leaseS: int(env, "HANGAR_LEASE_S", 30, 1),

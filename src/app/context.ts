@@ -2,6 +2,7 @@ import { EventEmitter } from "node:events";
 import type { Logger } from "pino";
 import type { BlobStore } from "../blob/blob-store.ts";
 import type { Config } from "../config.ts";
+import type { TerminationTracker } from "../domain/reconcile.ts";
 import type { ComputeProvider } from "../providers/provider.ts";
 import type { Store } from "../store/store.ts";
 import type { Metrics } from "./metrics.ts";
@@ -15,6 +16,8 @@ export interface AppContext {
   provider: ComputeProvider;
   /** Live offers of every configured provider (this machine, RunPod, Vast.ai, …). */
   offers: OfferBook;
+  /** Stray instances whose termination the provider has not confirmed yet (reconciler). */
+  terminations: TerminationTracker;
   metrics: Metrics;
   log: Logger;
   /** In-process wake-ups: "work" when a job becomes claimable, "job:<id>" when a job changes. */

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { TerminationTracker } from "../domain/reconcile.ts";
 import type { Store } from "../store/store.ts";
 
 /** Prometheus metrics of one server process; job and instance gauges are read from the store at scrape. */
@@ -10,7 +11,7 @@ export class Metrics {
   readonly runDuration: Histogram<"status">;
   readonly failures: Counter<"code">;
 
-  constructor(store: Store) {
+  constructor(store: Store, terminations: TerminationTracker) {
     const registers = [this.registry];
     this.httpRequests = new Counter({
       name: "hangar_http_requests_total",
@@ -51,6 +52,14 @@ export class Metrics {
       registers,
       async collect() {
         for (const [state, n] of Object.entries(await store.countJobsByStatus())) this.set({ state }, n);
+      },
+    });
+    new Gauge({
+      name: "hangar_instances_refusing_termination",
+      help: "Stray instances whose termination the provider has not confirmed after repeated requests",
+      registers,
+      collect() {
+        this.set(terminations.alerts().length);
       },
     });
     new Gauge({

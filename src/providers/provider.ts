@@ -1,10 +1,13 @@
 import type { GpuAssignment } from "../domain/instance.ts";
 import type { LaunchedInstance } from "../domain/machines.ts";
 import type { Offer, OfferQuery } from "../domain/offers.ts";
+import type { ListedInstance } from "../domain/reconcile.ts";
 
 export interface ProviderCapabilities {
   /** Offers GPUs (false: CPU only, and instances launch without any). */
   readonly gpus: boolean;
+  /** `list` sees only this host's instances (local processes): every server reconciles its own host. */
+  readonly listsPerHost: boolean;
 }
 
 export interface LaunchSpec {
@@ -12,6 +15,8 @@ export interface LaunchSpec {
   /** Environment the agent needs: control-plane URL, instance id, one-time bootstrap token. */
   agentEnv: Record<string, string>;
   gpus: GpuAssignment[];
+  /** Set on the instance at the provider (domain/reconcile.ts): which deployment and instance it is. */
+  labels: Record<string, string>;
 }
 
 /** Machine history is kept per host, and a run's price is what the provider reports here. */
@@ -35,6 +40,8 @@ export interface ComputeProvider extends OfferSource {
   allocateGpus(count: number, inUse: ReadonlySet<number>): GpuAssignment[];
   launch(spec: LaunchSpec): Promise<LaunchResult>;
   describe(providerInstanceId: string): Promise<ProviderInstanceStatus>;
+  /** Live instances at the provider carrying every one of `labels`, whether Hangar knows them or not. */
+  list(labels: Readonly<Record<string, string>>): Promise<ListedInstance[]>;
   /** Idempotent: an instance that is already gone counts as terminated. */
   terminate(providerInstanceId: string): Promise<void>;
   /** Called when an instance ends for any reason; local processes report their own exits. */

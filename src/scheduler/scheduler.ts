@@ -11,6 +11,7 @@ import { LaunchBackoff } from "../domain/backoff.ts";
 import { readyUnits } from "../domain/batch.ts";
 import { newId } from "../domain/ids.ts";
 import { type Instance, type InstanceState, LIVE_STATES } from "../domain/instance.ts";
+import { DEPLOYMENT_LABEL, INSTANCE_LABEL, strays } from "../domain/reconcile.ts";
 import { MODEL_SPECS } from "../models/registry.ts";
 
 /** How long an instance may take from launch to its agent registering. */
@@ -31,6 +32,7 @@ export class Scheduler {
   readonly #startedAt: number;
   readonly #launchBackoff = new LaunchBackoff();
   #stopped = false;
+  #reconciledAt = Number.NEGATIVE_INFINITY;
   #validating: Promise<void> | null = null;
   #loop: Promise<void> | undefined;
 
@@ -83,6 +85,15 @@ export class Scheduler {
     if (!this.#ctx.draining && (await store.tryRunLoop("provision", interval, now)))
       await this.provision(now);
     if (await store.tryRunLoop("batch_artifacts", interval, now)) await this.refreshBatchArtifacts(now);
+    const reconcileMs = config.reconcileIntervalS * 1000;
+    // A provider that lists per host is reconciled by every server for its host; others once per cluster.
+    const reconcileDue = this.#ctx.provider.capabilities.listsPerHost
+      ? now - this.#reconciledAt >= reconcileMs
+      : await store.tryRunLoop("reconcile", reconcileMs, now);
+    if (reconcileDue) {
+      this.#reconciledAt = now;
+      await this.reconcile(now);
+    }
     if (!this.#validating && (await store.tryRunLoop("batch_validation", interval, now))) {
       await this.startBatchValidation(now);
     }
@@ -172,6 +183,7 @@ export class Scheduler {
       const launched = await provider.launch({
         instanceId: instance.id,
         gpus,
+        labels: { [DEPLOYMENT_LABEL]: this.#ctx.config.deploymentId, [INSTANCE_LABEL]: instance.id },
         agentEnv: {
           HANGAR_URL: this.#agentUrl(),
           HANGAR_INSTANCE_ID: instance.id,
@@ -195,6 +207,36 @@ export class Scheduler {
       throw error;
     }
     return instance;
+  }
+
+  /**
+   * Never leak an instance: the provider's own list of this deployment's instances against the
+   * database; whatever the database does not know, or has ended, is terminated until it is gone.
+   */
+  async reconcile(now: number): Promise<void> {
+    const { store, provider, config, log, terminations } = this.#ctx;
+    const listed = await provider.list({ [DEPLOYMENT_LABEL]: config.deploymentId });
+    const ids = listed.flatMap((l) => (l.labels[INSTANCE_LABEL] ? [l.labels[INSTANCE_LABEL]] : []));
+    const known = new Map((await store.listInstances({ ids })).map((i) => [i.id, i.state]));
+    const found = strays(listed, config.deploymentId, (id) => known.get(id));
+    for (const stray of found) {
+      if (!terminations.shouldRequest(stray.providerInstanceId, now)) continue;
+      try {
+        await provider.terminate(stray.providerInstanceId);
+        terminations.requested(stray.providerInstanceId);
+        log.warn(
+          { provider: provider.name, provider_instance_id: stray.providerInstanceId, why: stray.why },
+          "terminating a stray instance",
+        );
+      } catch (error) {
+        terminations.failed(stray.providerInstanceId, (error as Error).message, now);
+        log.error(
+          { err: error, provider: provider.name, provider_instance_id: stray.providerInstanceId },
+          "terminating a stray instance failed; retrying",
+        );
+      }
+    }
+    terminations.keepOnly(new Set(found.map((s) => s.providerInstanceId)));
   }
 
   /** Ends instances that never booted, went silent, idled too long, or vanished at the provider. */

@@ -71,6 +71,13 @@ export async function buildHttpApp(
     store: ctx.store.dialect,
     provider: ctx.provider.name,
     version: options.version,
+    // Stray instances the provider has not ended after repeated requests: still billed, act on them.
+    instances_refusing_termination: ctx.terminations.alerts().map((alert) => ({
+      provider_instance_id: alert.providerInstanceId,
+      failures: alert.failures,
+      first_failed_at: new Date(alert.firstFailedAt).toISOString(),
+      last_error: alert.lastError,
+    })),
   }));
   app.get("/metrics", { schema: { tags: ["ops"] } }, async (_request, reply) =>
     reply.type(ctx.metrics.registry.contentType).send(await ctx.metrics.registry.metrics()),

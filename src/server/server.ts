@@ -8,6 +8,7 @@ import { OfferBook } from "../app/offers.ts";
 import { openBlobStore } from "../blob/index.ts";
 import { UrlSigner } from "../blob/url-signer.ts";
 import type { Config } from "../config.ts";
+import { TerminationTracker } from "../domain/reconcile.ts";
 import { MODEL_SETTINGS } from "../models/settings.ts";
 import { detectLocalGpus, LocalProvider } from "../providers/local/index.ts";
 import { runpodFromEnv } from "../providers/runpod/index.ts";
@@ -66,13 +67,15 @@ export async function startServer(config: Config): Promise<RunningServer> {
     vastFromEnv(process.env),
     tensordockFromEnv(process.env),
   ].filter((source) => source !== null);
+  const terminations = new TerminationTracker(config.reconcileIntervalS * 1000);
   const ctx: AppContext = {
     config,
     store,
     blobs,
     provider,
     offers: new OfferBook(offerSources, { ttlMs: config.offersCacheS * 1000, now: Date.now }),
-    metrics: new Metrics(store),
+    terminations,
+    metrics: new Metrics(store, terminations),
     log,
     events: createEvents(),
     now: Date.now,

@@ -1141,8 +1141,14 @@ export class KyselyStore implements Store {
     await this.#db.updateTable("instances").set({ last_seen_at: now }).where("id", "=", id).execute();
   }
 
-  async listInstances(filter: { provider?: string; states?: readonly InstanceState[] }): Promise<Instance[]> {
+  async listInstances(filter: {
+    provider?: string;
+    states?: readonly InstanceState[];
+    ids?: readonly string[];
+  }): Promise<Instance[]> {
+    if (filter.ids?.length === 0) return [];
     let q = this.#db.selectFrom("instances").selectAll();
+    if (filter.ids !== undefined) q = q.where("id", "in", filter.ids);
     if (filter.provider !== undefined) q = q.where("provider", "=", filter.provider);
     if (filter.states !== undefined) q = q.where("state", "in", filter.states);
     const rows = await q.orderBy("id").execute();

@@ -281,7 +281,11 @@ export interface Store {
     reason?: string,
   ): Promise<boolean>;
   touchInstance(id: string, now: number): Promise<void>;
-  listInstances(filter: { provider?: string; states?: readonly InstanceState[] }): Promise<Instance[]>;
+  listInstances(filter: {
+    provider?: string;
+    states?: readonly InstanceState[];
+    ids?: readonly string[];
+  }): Promise<Instance[]>;
   countInstancesByState(): Promise<Record<InstanceState, number>>;
 
   /** Cluster-wide cadence gate: true for exactly one caller per `intervalMs` across every server process. */

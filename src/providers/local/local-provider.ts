@@ -1,9 +1,11 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, mkdirSync, openSync, readFileSync } from "node:fs";
+import { readdir } from "node:fs/promises";
 import { availableParallelism, hostname, totalmem } from "node:os";
 import { join } from "node:path";
 import type { GpuAssignment } from "../../domain/instance.ts";
 import { canonicalGpu, type Offer, type OfferQuery } from "../../domain/offers.ts";
+import type { ListedInstance } from "../../domain/reconcile.ts";
 import type {
   ComputeProvider,
   LaunchResult,
@@ -39,7 +41,7 @@ export class LocalProvider implements ComputeProvider {
   constructor(options: LocalProviderOptions) {
     this.#options = options;
     this.maxInstances = options.maxInstances;
-    this.capabilities = { gpus: options.gpus.length > 0 };
+    this.capabilities = { gpus: options.gpus.length > 0, listsPerHost: true };
   }
 
   /** This machine, priced at 0: one offer per GPU type it has, or one CPU offer. */
@@ -93,6 +95,7 @@ export class LocalProvider implements ComputeProvider {
         // Agents on one host share its cores: each runs its share of side-by-side model processes.
         HANGAR_AGENT_CORES: String(Math.max(1, Math.floor(availableParallelism() / this.maxInstances))),
         HANGAR_WORK_DIR: workDir,
+        ...labelEnv(spec.labels),
       },
       stdio: ["ignore", logFd, logFd],
       detached: true,
@@ -138,6 +141,20 @@ export class LocalProvider implements ComputeProvider {
     }, 10_000).unref();
   }
 
+  /** Agent processes on this host (each leads its own process group) whose labels match. */
+  async list(labels: Readonly<Record<string, string>>): Promise<ListedInstance[]> {
+    const pids = await readdir("/proc").catch(() => [] as string[]);
+    const listed: ListedInstance[] = [];
+    for (const pid of pids) {
+      if (!/^\d+$/.test(pid)) continue;
+      const agent = agentProcess(Number(pid));
+      if (agent && Object.entries(labels).every(([key, value]) => agent.labels[key] === value)) {
+        listed.push({ providerInstanceId: `${hostname()}:${pid}`, labels: agent.labels });
+      }
+    }
+    return listed;
+  }
+
   onExit(listener: (providerInstanceId: string, reason: string) => void): void {
     this.#exitListeners.push(listener);
   }
@@ -174,19 +191,51 @@ function inheritedEnv(env: NodeJS.ProcessEnv): Record<string, string> {
   );
 }
 
-/**
- * What holds `pid` now: a live Hangar agent, nothing (free, or a zombie not yet reaped), or some other
- * process (a recycled pid would not carry HANGAR_INSTANCE_ID).
- */
-function processKind(pid: number): "agent" | "gone" | "other" {
+/** Labels travel in the agent's environment, where `list` reads them back: HANGAR_LABEL_<KEY>. */
+const LABEL_PREFIX = "HANGAR_LABEL_";
+
+function labelEnv(labels: Readonly<Record<string, string>>): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(labels).map(([key, value]) => [`${LABEL_PREFIX}${key.toUpperCase()}`, value]),
+  );
+}
+
+/** A live process as /proc shows it: its group, and its environment; null when free or a zombie. */
+function liveProcess(pid: number): { pgrp: number; environ: string[] } | null {
   let stat: string;
   let environ: string;
   try {
     stat = readFileSync(`/proc/${pid}/stat`, "latin1");
     environ = readFileSync(`/proc/${pid}/environ`, "latin1");
   } catch {
-    return "gone";
+    return null;
   }
-  if (stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) === "Z") return "gone";
-  return environ.includes("HANGAR_INSTANCE_ID=") ? "agent" : "other";
+  // Fields after the command name: state, ppid, pgrp, …
+  const [state, , pgrp] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return state === "Z" ? null : { pgrp: Number(pgrp), environ: environ.split("\0") };
+}
+
+const isAgentEnv = (environ: string[]) => environ.some((v) => v.startsWith("HANGAR_INSTANCE_ID="));
+
+/** The labels of a live agent process that leads its own group; null for anything else. */
+function agentProcess(pid: number): { labels: Record<string, string> } | null {
+  const live = liveProcess(pid);
+  if (live === null || live.pgrp !== pid || !isAgentEnv(live.environ)) return null;
+  const labels: Record<string, string> = {};
+  for (const entry of live.environ) {
+    if (!entry.startsWith(LABEL_PREFIX)) continue;
+    const eq = entry.indexOf("=");
+    labels[entry.slice(LABEL_PREFIX.length, eq).toLowerCase()] = entry.slice(eq + 1);
+  }
+  return { labels };
+}
+
+/**
+ * What holds `pid` now: a live Hangar agent, nothing (free, or a zombie not yet reaped), or some other
+ * process (a recycled pid would not carry HANGAR_INSTANCE_ID).
+ */
+function processKind(pid: number): "agent" | "gone" | "other" {
+  const live = liveProcess(pid);
+  if (live === null) return "gone";
+  return isAgentEnv(live.environ) ? "agent" : "other";
 }

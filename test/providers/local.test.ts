@@ -1,0 +1,72 @@
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { LocalProvider } from "../../src/providers/local/local-provider.ts";
+import { runOfferSourceConformance } from "./offer-conformance.ts";
+
+const local = (gpus: { index: number; name: string; memoryMiB: number }[]) =>
+  new LocalProvider({ agentCommand: ["true"], maxInstances: 1, gpus, workRoot: "/nonexistent" });
+
+runOfferSourceConformance("local", async () => ({ source: local([]), close: async () => {} }));
+
+describe("LocalProvider offers", () => {
+  it("offers this machine at no cost: one CPU offer without GPUs", async () => {
+    const [offer, ...rest] = await local([]).offers({});
+    assert.equal(rest.length, 0);
+    assert.equal(offer?.gpu, "CPU");
+    assert.equal(offer?.gpuCount, 0);
+    assert.equal(offer?.pricePerHour, 0);
+    assert.ok((offer?.vcpus ?? 0) >= 1);
+  });
+
+  it("offers one machine per GPU type, named as Hangar names them", async () => {
+    const offers = await local([
+      { index: 0, name: "NVIDIA GeForce RTX 4090", memoryMiB: 24_564 },
+      { index: 1, name: "NVIDIA GeForce RTX 4090", memoryMiB: 24_564 },
+      { index: 2, name: "NVIDIA H200", memoryMiB: 143_771 },
+    ]).offers({});
+    assert.deepEqual(
+      offers.map((o) => [o.gpu, o.gpuCount, o.gpuMemoryGb]),
+      [
+        ["RTX4090", 2, 24],
+        ["H200", 1, 140],
+      ],
+    );
+  });
+});
+
+describe("LocalProvider instances at the provider", () => {
+  it("lists its agent processes by label, and no longer once terminated", async (t) => {
+    const workRoot = await mkdtemp(join(tmpdir(), "hangar-local-list-"));
+    t.after(() => rm(workRoot, { recursive: true, force: true }));
+    const provider = new LocalProvider({
+      agentCommand: [process.execPath, "-e", "setInterval(() => {}, 1000)"],
+      maxInstances: 2,
+      gpus: [],
+      workRoot,
+    });
+    const deployment = `hgr-test-${process.pid}-${Date.now()}`;
+    const launched = await provider.launch({
+      instanceId: "inst_listed",
+      agentEnv: { HANGAR_INSTANCE_ID: "inst_listed" },
+      gpus: [],
+      labels: { hangar_deployment: deployment, hangar_instance: "inst_listed" },
+    });
+    t.after(() => provider.terminate(launched.providerInstanceId));
+    assert.deepEqual(await provider.list({ hangar_deployment: deployment }), [
+      {
+        providerInstanceId: launched.providerInstanceId,
+        labels: { hangar_deployment: deployment, hangar_instance: "inst_listed" },
+      },
+    ]);
+    assert.deepEqual(await provider.list({ hangar_deployment: "another-deployment" }), []);
+    await provider.terminate(launched.providerInstanceId);
+    for (let i = 0; i < 50 && (await provider.list({ hangar_deployment: deployment })).length > 0; i++) {
+      await sleep(100);
+    }
+    assert.deepEqual(await provider.list({ hangar_deployment: deployment }), []);
+  });
+});
