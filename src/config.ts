@@ -16,6 +16,10 @@ export interface Config {
   signingSecret: string;
   /** Labels this deployment's instances at their providers; replicas of one deployment share it. */
   deploymentId: string;
+  /** An agent that cannot reach the control plane this long ends its instance (kill switch). */
+  agentReconnectS: number;
+  /** Every instance ends itself after this long, even with work in hand; 0: never. */
+  instanceMaxLifetimeS: number;
   /** How often providers' own instance lists are checked for instances this deployment must not run. */
   reconcileIntervalS: number;
   maxUploadBytes: number;
@@ -134,6 +138,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     signingSecret: env.HANGAR_SIGNING_SECRET || persistentRandom(dataDir, "signing-secret", 32),
     deploymentId: env.HANGAR_DEPLOYMENT_ID || `hgr-${persistentRandom(dataDir, "deployment-id", 9)}`,
     reconcileIntervalS: int(env, "HANGAR_RECONCILE_INTERVAL_S", 60, 1),
+    agentReconnectS: int(env, "HANGAR_AGENT_RECONNECT_S", 900, 1),
+    instanceMaxLifetimeS: int(env, "HANGAR_INSTANCE_MAX_LIFETIME_S", 0, 0),
     maxUploadBytes: int(env, "HANGAR_MAX_UPLOAD_BYTES", 512 * 1024 * 1024, 1),
     signedUrlTtlS: int(env, "HANGAR_SIGNED_URL_TTL_S", 3600, 1),
     leaseS: int(env, "HANGAR_LEASE_S", 30, 1),

@@ -11,6 +11,9 @@ export class ControlPlaneError extends Error {
   }
 }
 
+/** The control plane could not be reached for the whole reconnect window: the agent's kill switch trips. */
+export class ControlPlaneUnreachable extends Error {}
+
 /**
  * The agent's only link to the control plane. Network failures and 5xx are retried with capped
  * backoff for up to `reconnectMs`, so an agent rides out a server restart and carries on.
@@ -46,7 +49,12 @@ export class ControlPlaneClient {
           signal: AbortSignal.timeout(timeoutMs),
         });
       } catch (error) {
-        if (giveUp()) throw error;
+        if (stop?.aborted === true) throw error;
+        if (giveUp()) {
+          throw new ControlPlaneUnreachable(
+            `no answer from ${this.baseUrl} for ${Math.round(this.#reconnectMs / 1000)} s: ${(error as Error).message}`,
+          );
+        }
         await pause(delay);
         continue;
       }

@@ -3,7 +3,8 @@ import { availableParallelism, hostname, tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import type { AnyAssignment, Assignment, UploadTarget } from "../app/agent-hub.ts";
 import type { JobError, JobProgress } from "../domain/job.ts";
-import { ControlPlaneClient, ControlPlaneError } from "./control-plane-client.ts";
+import { ControlPlaneClient, ControlPlaneError, ControlPlaneUnreachable } from "./control-plane-client.ts";
+import { selfTerminator } from "./kill-switch.ts";
 import { LogShipper } from "./log-shipper.ts";
 import { executeNotebook, type NotebookOutcome } from "./notebook/executor.ts";
 import { builtInRunners } from "./predict/runners.ts";
@@ -20,7 +21,10 @@ interface AgentSettings {
   bootstrapToken: string;
   workDir: string;
   python: string | undefined;
+  /** How long the control plane may stay unreachable before the kill switch ends this instance. */
   reconnectMs: number;
+  /** The instance ends itself after this long (0: never), even with work in hand. */
+  maxLifetimeMs: number;
   /** Cores this agent uses for side-by-side model processes (HANGAR_AGENT_CORES, default all). */
   cores: number;
 }
@@ -37,7 +41,8 @@ function settingsFromEnv(env: NodeJS.ProcessEnv): AgentSettings {
     bootstrapToken: required("HANGAR_BOOTSTRAP_TOKEN"),
     workDir: env.HANGAR_WORK_DIR ?? join(tmpdir(), "hangar-agent"),
     python: env.HANGAR_PYTHON,
-    reconnectMs: Number(env.HANGAR_AGENT_RECONNECT_S ?? 300) * 1000,
+    reconnectMs: Number(env.HANGAR_AGENT_RECONNECT_S ?? 900) * 1000,
+    maxLifetimeMs: Number(env.HANGAR_AGENT_MAX_LIFETIME_S ?? 0) * 1000,
     cores: Math.max(1, Number(env.HANGAR_AGENT_CORES) || availableParallelism()),
   };
 }
@@ -315,12 +320,35 @@ try {
   process.exit(2);
 }
 const agent = new Agent(settings);
+const terminateSelf = selfTerminator(process.env);
+let lifetimeUp = false;
 process.on("SIGTERM", () => agent.stop());
 process.on("SIGINT", () => agent.stop());
+if (settings.maxLifetimeMs > 0) {
+  setTimeout(() => {
+    lifetimeUp = true;
+    log("maximum lifetime reached; stopping", { max_lifetime_s: settings.maxLifetimeMs / 1000 });
+    agent.stop();
+  }, settings.maxLifetimeMs).unref();
+}
+
+/** The kill switch: whatever happens, an instance cut off from its control plane stops billing. */
+async function killSwitch(why: string): Promise<void> {
+  try {
+    log("kill switch", { why, did: await terminateSelf() });
+  } catch (error) {
+    log("kill switch could not end the instance", { why, error: (error as Error).message });
+  }
+}
+
 agent.run().then(
-  () => process.exit(0),
-  (error: unknown) => {
+  async () => {
+    if (lifetimeUp) await killSwitch("maximum lifetime reached");
+    process.exit(0);
+  },
+  async (error: unknown) => {
     log("agent failed", { error: (error as Error).message });
+    if (error instanceof ControlPlaneUnreachable) await killSwitch("control plane unreachable");
     process.exit(1);
   },
 );

@@ -188,6 +188,8 @@ export class Scheduler {
           HANGAR_URL: this.#agentUrl(),
           HANGAR_INSTANCE_ID: instance.id,
           HANGAR_BOOTSTRAP_TOKEN: bootstrapToken,
+          HANGAR_AGENT_RECONNECT_S: String(this.#ctx.config.agentReconnectS),
+          HANGAR_AGENT_MAX_LIFETIME_S: String(this.#ctx.config.instanceMaxLifetimeS),
         },
       });
       const { providerInstanceId } = launched;

@@ -12,6 +12,10 @@ const SCHEMA = buildSchema(`
     gpuTypes(input: GpuTypeFilter): [GpuType!]!
     myself: User
   }
+  type Mutation {
+    podTerminate(input: PodTerminateInput!): Boolean
+  }
+  input PodTerminateInput { podId: String! }
   input GpuTypeFilter { id: String }
   input GpuLowestPriceInput {
     gpuCount: Int
@@ -114,6 +118,10 @@ export interface RunPodEmulator {
   faults: FaultQueue;
   /** Queries received, in order. */
   requests: string[];
+  /** Pods by id, with their `desiredStatus`. */
+  pods: Map<string, { desiredStatus: "RUNNING" | "EXITED" | "TERMINATED" }>;
+  /** A running pod and the pod-scoped key RunPod would set in it (`RUNPOD_API_KEY` inside the pod). */
+  addPod(podId: string): { podKey: string };
   /** The next GraphQL answer carries this error (HTTP 200), as RunPod reports no capacity and outages. */
   failNextWith(message: string, code?: string): void;
   close(): Promise<void>;
@@ -124,6 +132,10 @@ export async function startRunPodEmulator(apiKey = "rp_test_key"): Promise<RunPo
   const faults = new FaultQueue();
   const requests: string[] = [];
   const graphqlErrors: { message: string; code: string }[] = [];
+  const pods = new Map<string, { desiredStatus: "RUNNING" | "EXITED" | "TERMINATED" }>();
+  /** Pod-scoped keys: each may act on its own pod only. */
+  const podKeys = new Map<string, string>();
+  let caller: string | null = null;
 
   const rootValue = {
     gpuTypes: ({ input }: { input?: { id?: string } }) =>
@@ -146,6 +158,13 @@ export async function startRunPodEmulator(apiKey = "rp_test_key"): Promise<RunPo
             };
           },
         })),
+    podTerminate: ({ input }: { input: { podId: string } }) => {
+      const pod = pods.get(input.podId);
+      if (!pod || pod.desiredStatus === "TERMINATED") throw new Error("pod not found to terminate");
+      if (caller !== apiKey && podKeys.get(caller ?? "") !== input.podId) throw new Error("Unauthorized");
+      pod.desiredStatus = "TERMINATED";
+      return null;
+    },
     myself: () => ({
       id: "user_emulated",
       email: "lab@example.org",
@@ -165,7 +184,8 @@ export async function startRunPodEmulator(apiKey = "rp_test_key"): Promise<RunPo
     const source = parsed.query ?? "";
     requests.push(source);
     const catalogOnly = /^\s*(query\s*\w*\s*(\([^)]*\))?\s*)?\{\s*gpuTypes\b/.test(source);
-    if (request.key !== apiKey && !(catalogOnly && !request.key)) {
+    const known = request.key === apiKey || podKeys.has(request.key ?? "");
+    if (!known && !(catalogOnly && !request.key)) {
       return reply(401, { errors: [{ message: "Unauthorized" }] });
     }
     const injected = graphqlErrors.shift();
@@ -175,6 +195,7 @@ export async function startRunPodEmulator(apiKey = "rp_test_key"): Promise<RunPo
         data: null,
       });
     }
+    caller = request.key;
     const result = await graphql({
       schema: SCHEMA,
       source,
@@ -190,6 +211,13 @@ export async function startRunPodEmulator(apiKey = "rp_test_key"): Promise<RunPo
     catalog,
     faults,
     requests,
+    pods,
+    addPod: (podId) => {
+      const podKey = `rp_pod_${podId}_key`;
+      pods.set(podId, { desiredStatus: "RUNNING" });
+      podKeys.set(podKey, podId);
+      return { podKey };
+    },
     failNextWith: (message, code = "BAD_USER_INPUT") => graphqlErrors.push({ message, code }),
     close: server.close,
   };
