@@ -223,13 +223,13 @@ export class Scheduler {
     const found = strays(listed, config.deploymentId, (id) => known.get(id));
     for (const stray of found) {
       if (!terminations.shouldRequest(stray.providerInstanceId, now)) continue;
+      log.warn(
+        { provider: provider.name, provider_instance_id: stray.providerInstanceId, why: stray.why },
+        "terminating a stray instance",
+      );
       try {
         await provider.terminate(stray.providerInstanceId);
         terminations.requested(stray.providerInstanceId);
-        log.warn(
-          { provider: provider.name, provider_instance_id: stray.providerInstanceId, why: stray.why },
-          "terminating a stray instance",
-        );
       } catch (error) {
         terminations.failed(stray.providerInstanceId, (error as Error).message, now);
         log.error(

@@ -48,6 +48,9 @@ describe("the reconciler", () => {
     });
     const ended = await Promise.race([stray.exited.then(() => true), sleep(10_000).then(() => false)]);
     assert.ok(ended, `the stray was not terminated:\n${server.output()}`);
+    // The server's log is written asynchronously: give the line a moment to arrive.
+    for (let i = 0; i < 50 && !server.output().includes("terminating a stray instance"); i++)
+      await sleep(100);
     assert.match(server.output(), /terminating a stray instance/);
     assert.match(server.output(), /unknown to the database \(inst_never_launched_here\)/);
     assert.ok(foreign.alive(), "another deployment's instance is left alone");
