@@ -115,14 +115,14 @@ function fraction(env: NodeJS.ProcessEnv, name: string, fallback: number): numbe
   return value;
 }
 
-/** A random value kept in the data directory, so it survives restarts without configuration. */
-function persistentRandom(dataDir: string, file: string, bytes: number): string {
+/** A random value (after `prefix`) kept in the data directory, so it survives restarts without configuration. */
+function persistentRandom(dataDir: string, file: string, bytes: number, prefix = ""): string {
   const path = join(dataDir, file);
   if (existsSync(path)) return readFileSync(path, "utf8").trim();
   mkdirSync(dataDir, { recursive: true });
-  const secret = randomBytes(bytes).toString("base64url");
-  writeFileSync(path, `${secret}\n`, { mode: 0o600, flag: "wx" });
-  return secret;
+  const value = `${prefix}${randomBytes(bytes).toString("base64url")}`;
+  writeFileSync(path, `${value}\n`, { mode: 0o600, flag: "wx" });
+  return value;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
@@ -136,7 +136,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     publicUrl: env.HANGAR_PUBLIC_URL || undefined,
     bootstrapApiKey: env.HANGAR_BOOTSTRAP_API_KEY || undefined,
     signingSecret: env.HANGAR_SIGNING_SECRET || persistentRandom(dataDir, "signing-secret", 32),
-    deploymentId: env.HANGAR_DEPLOYMENT_ID || `hgr-${persistentRandom(dataDir, "deployment-id", 9)}`,
+    deploymentId: env.HANGAR_DEPLOYMENT_ID || persistentRandom(dataDir, "deployment-id", 9, "hgr-"),
     reconcileIntervalS: int(env, "HANGAR_RECONCILE_INTERVAL_S", 60, 1),
     agentReconnectS: int(env, "HANGAR_AGENT_RECONNECT_S", 900, 1),
     instanceMaxLifetimeS: int(env, "HANGAR_INSTANCE_MAX_LIFETIME_S", 0, 0),

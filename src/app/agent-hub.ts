@@ -36,7 +36,6 @@ export interface PredictionItem {
   input: PredictionInput;
 }
 
-/** Children of one batch (or one single prediction) claimed together: one model, one target. */
 /** Where an agent PUTs one output file. */
 export interface UploadTarget {
   path: string;
@@ -44,6 +43,7 @@ export interface UploadTarget {
   headers: Readonly<Record<string, string>>;
 }
 
+/** Children of one batch (or one single prediction) claimed together: one model, one target. */
 export interface PredictionAssignment {
   kind: "predict";
   model: string;

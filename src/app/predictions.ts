@@ -10,7 +10,7 @@ import {
   parseLigandList,
   validateLigands,
 } from "../chem/ligands.ts";
-import { a3mProblem, MSA_FILE_EXTENSION } from "../chem/msa.ts";
+import { a3mProblem, firstA3mRecord, MSA_FILE_EXTENSION } from "../chem/msa.ts";
 import { loadRdkit } from "../chem/rdkit.ts";
 import { boxFromLigand, parseReceptor, receptorFileFormat } from "../chem/receptor.ts";
 import { DEFAULT_RETRY_POLICY } from "../domain/backoff.ts";
@@ -196,7 +196,7 @@ async function resolveMsa(
       `Dataset ${dataset.id} has no ${MSA_FILE_EXTENSION} file (it has ${dataset.files.map((f) => f.path).join(", ")})`,
     );
   }
-  const problem = a3mProblem(await text(await ctx.blobs.get(file.blobKey)), sequence);
+  const problem = a3mProblem(await firstA3mRecord(await ctx.blobs.get(file.blobKey)), sequence);
   if (problem !== null) throw unprocessable("invalid_msa", `${file.path} is not a usable MSA: ${problem}`);
   return { dataset_id: dataset.id, path: file.path, blob_key: file.blobKey };
 }

@@ -1,3 +1,6 @@
+import { createInterface } from "node:readline";
+import type { Readable } from "node:stream";
+
 /**
  * A3M, the MSA format Boltz and AlphaFold3 read: `>` header lines, each followed by one aligned
  * sequence; the first sequence is the query. Lowercase letters are insertions and `-` gaps, which
@@ -20,4 +23,23 @@ export function a3mProblem(text: string, proteinSequence: string): string | null
     return `its first sequence (the query, ${residues.length} residues) is not protein_sequence (${proteinSequence.length} residues)`;
   }
   return null;
+}
+
+/**
+ * The first record of an A3M (its header and the query's lines) as text, read from the start of
+ * `input` only: MSAs run to hundreds of megabytes, and checking one needs just its query.
+ */
+export async function firstA3mRecord(input: Readable): Promise<string> {
+  const lines = createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY });
+  const record: string[] = [];
+  try {
+    for await (const line of lines) {
+      if (line.startsWith(">") && record.length > 0) break;
+      record.push(line);
+    }
+  } finally {
+    lines.close();
+    input.destroy();
+  }
+  return record.join("\n");
 }

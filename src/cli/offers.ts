@@ -139,12 +139,13 @@ export function addOfferCommands(program: Command): void {
     .option("--json", "print JSON: {machines, attempts}")
     .action(async (options: { provider?: string; json?: boolean }) => {
       const query = options.provider ? `?provider=${encodeURIComponent(options.provider)}` : "";
-      const answer = await HangarClient.fromEnv().request<{ machines: MachineView[]; attempts: unknown[] }>(
-        "GET",
-        `/api/v1/machines/history${query}`,
-      );
+      const answer = await HangarClient.fromEnv().request<{
+        days: number;
+        machines: MachineView[];
+        attempts: unknown[];
+      }>("GET", `/api/v1/machines/history${query}`);
       if (options.json) return print(answer);
-      if (answer.machines.length === 0) return print("no launches in the last 30 days");
+      if (answer.machines.length === 0) return print(`no launches in the last ${answer.days} days`);
       print("PROVIDER    MACHINE                 ATTEMPTS  READY  FAILED  SUCCESS  READY IN  STATUS");
       for (const m of answer.machines) {
         const rate = m.success_rate === null ? "-" : `${Math.round(m.success_rate * 100)}%`;

@@ -12,11 +12,7 @@ import { describeRun, downloadRun, submitNotebookRun, waitForRun } from "./comma
 export async function quickstart(dataDir: string, outDir: string): Promise<number> {
   const config = loadConfig(
     { ...process.env, HANGAR_LOG_LEVEL: process.env.HANGAR_LOG_LEVEL ?? "warn" },
-    {
-      dataDir,
-      port: 0,
-      bootstrapApiKey: process.env.HANGAR_BOOTSTRAP_API_KEY ?? undefined,
-    },
+    { dataDir, port: 0 },
   );
   // The deployment's own admin key, created and saved on first start, so that `./hangar server` and
   // the other commands work on the same data directory afterwards.

@@ -77,6 +77,11 @@ export function matchesQuery(offer: Offer, query: OfferQuery): boolean {
   return true;
 }
 
+/** A price for the whole machine: per-GPU price × count, to a hundredth of a cent. */
+export function machinePrice(perGpu: number, gpuCount: number): number {
+  return Math.round(perGpu * gpuCount * 10_000) / 10_000;
+}
+
 /** Cheapest first; at equal price the more reliable, then the fresher quote. */
 export function cheapestFirst(a: Offer, b: Offer): number {
   return (
@@ -104,11 +109,10 @@ export interface MarketRow {
 
 /** Per GPU type: price spread per GPU-hour for on-demand and spot, across every provider. */
 export function marketSummary(offers: readonly Offer[]): MarketRow[] {
-  const byGpu = new Map<string, Offer[]>();
-  for (const offer of offers) {
-    if (offer.gpuCount === 0) continue;
-    byGpu.set(offer.gpu, [...(byGpu.get(offer.gpu) ?? []), offer]);
-  }
+  const byGpu = Map.groupBy(
+    offers.filter((offer) => offer.gpuCount > 0),
+    (offer) => offer.gpu,
+  );
   return [...byGpu.entries()]
     .map(([gpu, group]) => ({
       gpu,

@@ -33,13 +33,15 @@ export const DEFAULT_RETRY: RetryPolicy = {
 };
 
 /**
- * One JSON call to a provider's API: retries rate limits (honouring Retry-After), 5xx answers and
- * network errors; any other status is returned to the caller, which knows the provider's error shapes.
+ * One JSON call to a provider's API with its credential as a bearer token: retries rate limits
+ * (honouring Retry-After), 5xx answers and network errors; a refused credential (401/403) fails at
+ * once, naming the setting that holds it, never the credential; any other status is returned to the
+ * caller, which knows the provider's error shapes.
  */
 export async function callJson(
   provider: string,
   url: string,
-  init: { method: string; headers?: Record<string, string>; body?: unknown },
+  init: { method: string; credential: { value: string; setting: string }; body?: unknown },
   retry: RetryPolicy = DEFAULT_RETRY,
 ): Promise<{ status: number; body: unknown }> {
   let backoffMs = retry.firstBackoffMs;
@@ -51,8 +53,8 @@ export async function callJson(
         method: init.method,
         headers: {
           accept: "application/json",
+          authorization: `Bearer ${init.credential.value}`,
           ...(init.body !== undefined ? { "content-type": "application/json" } : {}),
-          ...init.headers,
         },
         ...(init.body !== undefined ? { body: JSON.stringify(init.body) } : {}),
         signal: AbortSignal.timeout(retry.timeoutMs),
@@ -64,6 +66,14 @@ export async function callJson(
       continue;
     }
     const text = await response.text();
+    if (response.status === 401 || response.status === 403) {
+      throw new ProviderApiError(
+        provider,
+        response.status,
+        `the credential was refused (${init.credential.setting})`,
+        false,
+      );
+    }
     if (response.status === 429 || response.status >= 500) {
       if (last) {
         const what = response.status === 429 ? "rate limited" : `HTTP ${response.status}`;

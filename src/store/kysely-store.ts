@@ -1091,7 +1091,6 @@ export class KyselyStore implements Store {
         "provider",
         "machine_id",
         "price_per_hour",
-        "state",
         "created_at",
         "ready_at",
         "terminated_at",

@@ -40,7 +40,7 @@ describe("the reconciler", () => {
     const server = await spawnServer({ HANGAR_RECONCILE_INTERVAL_S: "1" });
     t.after(() => stopServer(server));
     const deployment = (await readFile(join(server.dataDir, "deployment-id"), "utf8")).trim();
-    const stray = fakeAgent({ deployment: `hgr-${deployment}`, instance: "inst_never_launched_here" });
+    const stray = fakeAgent({ deployment, instance: "inst_never_launched_here" });
     const foreign = fakeAgent({ deployment: "hgr-another-deployment", instance: "inst_theirs" });
     t.after(() => {
       stray.kill();

@@ -269,21 +269,22 @@ describe("AlphaFold3Runner.prepare", () => {
     assert.deepEqual(written.modelSeeds, [1]);
   });
 
-  it("puts a precomputed MSA in the protein's unpairedMsa, keeping the other MSA fields empty", async (t) => {
+  it("points the protein's unpairedMsaPath at a precomputed MSA, keeping the other MSA fields empty", async (t) => {
     const { dir, workDir, modelDir } = await setUp(t);
     const msaPath = path.join(dir, "ubiquitin.a3m");
-    const a3m = `>query\n${UBIQUITIN}\n>hit\n${UBIQUITIN.replace("MQIF", "MQLF")}\n`;
-    await writeFile(msaPath, a3m);
-    const { command } = await runner.prepare([ASPIRIN], context(workDir, modelDir, { msaPath }));
+    await writeFile(msaPath, `>query\n${UBIQUITIN}\n>hit\n${UBIQUITIN.replace("MQIF", "MQLF")}\n`);
+    const { command } = await runner.prepare([ASPIRIN, IMATINIB], context(workDir, modelDir, { msaPath }));
     assert.ok(command);
-    const written = JSON.parse(await readFile(path.join(command.argv[2]!, "lig_aspirin.json"), "utf8"));
-    assert.deepEqual(written.sequences[0].protein, {
-      id: "A",
-      sequence: UBIQUITIN,
-      unpairedMsa: a3m,
-      pairedMsa: "",
-      templates: [],
-    });
+    for (const id of ["lig_aspirin", "Lig_Imatinib"]) {
+      const written = JSON.parse(await readFile(path.join(command.argv[2]!, `${id}.json`), "utf8"));
+      assert.deepEqual(written.sequences[0].protein, {
+        id: "A",
+        sequence: UBIQUITIN,
+        unpairedMsaPath: msaPath,
+        pairedMsa: "",
+        templates: [],
+      });
+    }
   });
 
   it("fails an id that would share another's output folder", async (t) => {

@@ -78,6 +78,7 @@ describe("RunPod client and offers against the emulator", () => {
       assert.ok(err instanceof ProviderApiError);
       assert.equal(err.status, 401);
       assert.equal(err.retryable, false);
+      assert.match(err.message, /refused \(RUNPOD_API_KEY\)/, "names the setting to fix");
       assert.doesNotMatch(err.message, /nope/, "the key is never echoed");
       return true;
     });

@@ -52,6 +52,7 @@ describe("TensorDock client and offers against the emulator", () => {
     await assert.rejects(wrong.offers({}), (err: unknown) => {
       assert.ok(err instanceof ProviderApiError);
       assert.equal(err.status, 401);
+      assert.match(err.message, /refused \(TENSORDOCK_API_TOKEN\)/, "names the setting to fix");
       assert.doesNotMatch(err.message, /td-secret-nope/);
       return true;
     });

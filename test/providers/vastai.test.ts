@@ -61,6 +61,7 @@ describe("Vast.ai client and offers against the emulator", () => {
       assert.ok(err instanceof ProviderApiError);
       assert.equal(err.status, 401);
       assert.equal(err.retryable, false);
+      assert.match(err.message, /refused \(VAST_API_KEY\)/, "names the setting to fix");
       assert.doesNotMatch(err.message, /secret-nope/);
       return true;
     });

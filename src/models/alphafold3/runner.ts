@@ -1,4 +1,4 @@
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { JsonObject } from "../../domain/json.ts";
 import type {
@@ -66,14 +66,15 @@ async function missingModelDirMessage(env: Env): Promise<string | null> {
 
 /**
  * One fold job per file. `--run_data_pipeline=false` needs every MSA field given: the precomputed A3M
- * (when there is one) as the unpaired MSA, otherwise empty MSAs; no templates either way.
+ * (when there is one) by path as the unpaired MSA, so a screen's input files do not each carry a
+ * copy of it (input format version 2 and later); otherwise empty MSAs. No templates either way.
  */
 export function af3InputJson(
   name: string,
   seed: number,
   proteinSequence: string,
   smiles: string,
-  unpairedMsa = "",
+  unpairedMsaPath?: string,
 ): JsonObject {
   return {
     name,
@@ -85,7 +86,7 @@ export function af3InputJson(
         protein: {
           id: PROTEIN_CHAIN,
           sequence: proteinSequence,
-          unpairedMsa,
+          ...(unpairedMsaPath ? { unpairedMsaPath } : { unpairedMsa: "" }),
           pairedMsa: "",
           templates: [],
         },
@@ -138,12 +139,12 @@ export class AlphaFold3Runner implements ModelRunner {
 
     const { inputDir, outputDir } = await createBatchDirectories(context.workDir, BATCH_PREFIX);
     const seed = integerParameter(this.spec, context.parameters, "seed") ?? 1;
-    const msa = context.msaPath ? await readFile(context.msaPath, "utf8") : "";
+    const msaPath = context.msaPath ? path.resolve(context.msaPath) : undefined;
     await Promise.all(
       ready.map((input) =>
         writeFile(
           path.join(inputDir, `${input.id}.json`),
-          `${JSON.stringify(af3InputJson(input.id, seed, sequence, input.smiles, msa), null, 2)}\n`,
+          `${JSON.stringify(af3InputJson(input.id, seed, sequence, input.smiles, msaPath), null, 2)}\n`,
         ),
       ),
     );

@@ -28,7 +28,7 @@ const RETRYABLE_MESSAGE = /no longer any instances available|try again later/i;
 
 /**
  * RunPod's GraphQL API. Client errors come back as HTTP 200 with an `errors` array, which this
- * turns into a ProviderApiError carrying RunPod's message; 401/403 are bad credentials.
+ * turns into a ProviderApiError carrying RunPod's message.
  */
 export class RunPodClient {
   readonly #apiKey: string;
@@ -45,16 +45,17 @@ export class RunPodClient {
     const { status, body } = await callJson(
       "runpod",
       this.#url,
-      { method: "POST", headers: { authorization: `Bearer ${this.#apiKey}` }, body: { query, variables } },
+      {
+        method: "POST",
+        credential: { value: this.#apiKey, setting: "RUNPOD_API_KEY" },
+        body: { query, variables },
+      },
       this.#retry,
     );
     const answer = (typeof body === "object" && body !== null ? body : {}) as {
       data?: T;
       errors?: { message: string; extensions?: { code?: string } }[];
     };
-    if (status === 401 || status === 403) {
-      throw new ProviderApiError("runpod", status, "the API key was refused (RUNPOD_API_KEY)", false);
-    }
     const error = answer.errors?.[0];
     if (error) {
       const retryable =

@@ -1,4 +1,4 @@
-import { canonicalGpu, type Offer, type OfferQuery } from "../../domain/offers.ts";
+import { canonicalGpu, machinePrice, type Offer, type OfferQuery } from "../../domain/offers.ts";
 import type { OfferSource } from "../provider.ts";
 import type { RunPodClient, RunPodGpuType } from "./runpod-client.ts";
 
@@ -52,8 +52,6 @@ function offersOf(type: RunPodGpuType, gpuCount: number, fetchedAt: number): Off
       ...base,
       id: `${type.id}:${cloud}${spot ? ":SPOT" : ""}`,
       spot,
-      pricePerHour: round4(perGpu! * gpuCount),
+      pricePerHour: machinePrice(perGpu!, gpuCount),
     }));
 }
-
-const round4 = (value: number) => Math.round(value * 10_000) / 10_000;

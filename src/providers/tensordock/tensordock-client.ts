@@ -37,24 +37,16 @@ export class TensorDockClient {
     const { status, body } = await callJson(
       "tensordock",
       `${this.#url}/locations`,
-      { method: "GET", headers: { authorization: `Bearer ${this.#token}` } },
+      { method: "GET", credential: { value: this.#token, setting: "TENSORDOCK_API_TOKEN" } },
       this.#retry,
     );
-    if (status === 401 || status === 403) {
-      throw new ProviderApiError(
-        "tensordock",
-        status,
-        "the API token was refused (TENSORDOCK_API_TOKEN)",
-        false,
-      );
-    }
     const locations = (body as { data?: { locations?: TensorDockLocation[] } } | null)?.data?.locations;
     if (status !== 200 || !Array.isArray(locations)) {
       throw new ProviderApiError(
         "tensordock",
         status,
         `unexpected answer to GET /locations (HTTP ${status}): ${JSON.stringify(body).slice(0, 300)}`,
-        status >= 500,
+        false,
       );
     }
     return locations;

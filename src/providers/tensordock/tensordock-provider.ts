@@ -1,4 +1,4 @@
-import { canonicalGpu, type Offer, type OfferQuery } from "../../domain/offers.ts";
+import { canonicalGpu, machinePrice, type Offer, type OfferQuery } from "../../domain/offers.ts";
 import type { OfferSource } from "../provider.ts";
 import type { TensorDockClient, TensorDockGpu, TensorDockLocation } from "./tensordock-client.ts";
 
@@ -49,7 +49,7 @@ function toOffer(
     memoryGb: gpu.resources?.max_ram_gb ?? null,
     region: `${location.city}, ${location.country}`,
     spot: false,
-    pricePerHour: Math.round(gpu.price_per_hr * gpuCount * 10_000) / 10_000,
+    pricePerHour: machinePrice(gpu.price_per_hr, gpuCount),
     reliability: null,
     fetchedAt,
   };

@@ -23,7 +23,7 @@ export interface VastOffer {
 /** A field → operator map as `/bundles/` takes it (`{"num_gpus": {"gte": 1}}`), plus `order`, `type`, `limit`. */
 export type VastSearch = Record<string, unknown>;
 
-/** Vast.ai's REST API. Bad keys answer 401/403; failures often answer `{"success": false, "msg"|"error": …}`. */
+/** Vast.ai's REST API. Failures often answer `{"success": false, "msg"|"error": …}`. */
 export class VastClient {
   readonly #apiKey: string;
   readonly #url: string;
@@ -37,7 +37,7 @@ export class VastClient {
 
   async searchOffers(search: VastSearch): Promise<VastOffer[]> {
     const body = await this.#call("POST", "/bundles/", search);
-    return ((body as { offers?: VastOffer[] }).offers ?? []) as VastOffer[];
+    return (body as { offers?: VastOffer[] }).offers ?? [];
   }
 
   async #call(method: string, path: string, payload?: unknown): Promise<unknown> {
@@ -46,14 +46,11 @@ export class VastClient {
       `${this.#url}${path}`,
       {
         method,
-        headers: { authorization: `Bearer ${this.#apiKey}` },
+        credential: { value: this.#apiKey, setting: "VAST_API_KEY" },
         ...(payload !== undefined ? { body: payload } : {}),
       },
       this.#retry,
     );
-    if (status === 401 || status === 403) {
-      throw new ProviderApiError("vastai", status, "the API key was refused (VAST_API_KEY)", false);
-    }
     const answer = (typeof body === "object" && body !== null ? body : {}) as {
       success?: boolean;
       msg?: string;
