@@ -84,6 +84,24 @@ const leaseLost = (jobId: string) =>
 
 const withoutNul = (text: string) => text.replaceAll("\0", "\uFFFD");
 
+/** A log entry as stored: PostgreSQL text cannot hold NUL, and a notebook may well print one. */
+const cleanLogEntry = (entry: Omit<LogEntry, "attempt">, attempt: number): LogEntry => ({
+  ...entry,
+  attempt,
+  stream: withoutNul(entry.stream),
+  text: withoutNul(entry.text),
+});
+
+/** One attempt an agent ends, with the log entries it had not shipped yet. */
+export interface AgentFinish {
+  lease: LeaseRef;
+  outcome: FinishOutcome;
+  logs?: { attempt: number; entries: Omit<LogEntry, "attempt">[] };
+}
+
+/** Per item of a batched finish: the job's status now, or why it could not be ended. */
+export type FinishAnswer = { job_id: string; status: string } | { job_id: string; error: "lease_lost" };
+
 /** The control plane's side of the agent protocol. Agents always call in; nothing calls out to them. */
 export class AgentHub {
   readonly #ctx: AppContext;
@@ -307,8 +325,7 @@ export class AgentHub {
     await this.#ctx.store.appendLogs(
       job.id,
       job.orgId,
-      // PostgreSQL text cannot hold NUL, and a notebook may well print one.
-      entries.map((e) => ({ ...e, attempt, stream: withoutNul(e.stream), text: withoutNul(e.text) })),
+      entries.map((e) => cleanLogEntry(e, attempt)),
     );
     this.#ctx.events.emit(`log:${job.id}`);
   }
@@ -348,9 +365,13 @@ export class AgentHub {
     return job !== null;
   }
 
-  /** Wake-ups for a job that changed hands: back in the queue, or ended (then its run log is written). */
+  /**
+   * Wake-ups for a job that changed hands: back in the queue, or ended. An ended job outside a batch
+   * gets its run log file now; a batch child's is written when first downloaded, so a screen's
+   * children do not each cost a file write as they end.
+   */
   async announceJobChange(job: Job): Promise<void> {
-    if (isTerminal(job.status)) await writeRunLog(this.#ctx, job);
+    if (isTerminal(job.status) && job.batchId === null) await writeRunLog(this.#ctx, job);
     else this.#ctx.events.emit("work");
     this.#ctx.events.emit(`job:${job.id}`);
     if (job.batchId) this.#ctx.events.emit(`batch:${job.batchId}`);
@@ -364,6 +385,39 @@ export class AgentHub {
     await store.transitionInstance(instance.id, ["busy"], "idle", now);
     await this.recordAttemptEnd(job, outcome.status === "succeeded" ? null : (outcome.error ?? null), now);
     return job;
+  }
+
+  /**
+   * Ends several attempts of this instance in one transaction, each with the log entries its agent
+   * had left to ship: a packed unit reports its children in one call. A lost lease answers
+   * `lease_lost` for that item alone.
+   */
+  async finishMany(instance: Instance, items: readonly AgentFinish[]): Promise<FinishAnswer[]> {
+    const { store } = this.#ctx;
+    const now = this.#ctx.now();
+    const jobs = await store.finishMany(
+      items.map((item) => ({
+        lease: item.lease,
+        outcome: item.outcome,
+        ...(item.logs ? { logs: item.logs.entries.map((e) => cleanLogEntry(e, item.logs!.attempt)) } : {}),
+      })),
+      now,
+    );
+    if (jobs.some((job) => job !== null)) {
+      await store.transitionInstance(instance.id, ["busy"], "idle", now);
+    }
+    const answers: FinishAnswer[] = [];
+    for (const [i, job] of jobs.entries()) {
+      const { lease, outcome } = items[i]!;
+      if (!job) {
+        answers.push({ job_id: lease.jobId, error: "lease_lost" });
+        continue;
+      }
+      if (items[i]!.logs) this.#ctx.events.emit(`log:${job.id}`);
+      await this.recordAttemptEnd(job, outcome.status === "succeeded" ? null : (outcome.error ?? null), now);
+      answers.push({ job_id: job.id, status: job.status });
+    }
+    return answers;
   }
 
   /** Metrics, the run's log file and wake-ups for one ended attempt, however it ended. */

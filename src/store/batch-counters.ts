@@ -74,6 +74,28 @@ export async function moveChildren(
   if (row) await settleStatus(trx, toBatch(row), now);
 }
 
+/**
+ * Counter moves gathered over one transaction and applied once per batch and (from, to) pair: ending
+ * 64 children of a packed unit is one counter update, not 64.
+ */
+export class CounterMoves {
+  readonly #counts = new Map<string, { batchId: string; from: JobStatus; to: JobStatus; count: number }>();
+
+  add(batchId: string, from: JobStatus, to: JobStatus): void {
+    const key = `${batchId}\u0000${from}\u0000${to}`;
+    const move = this.#counts.get(key);
+    if (move) move.count++;
+    else this.#counts.set(key, { batchId, from, to, count: 1 });
+  }
+
+  async apply(trx: Kysely<Database>, now: number): Promise<void> {
+    for (const { batchId, from, to, count } of this.#counts.values()) {
+      await moveChildren(trx, batchId, from, to, count, now);
+    }
+    this.#counts.clear();
+  }
+}
+
 /** Adds one succeeded child's score to the running statistics and the best so far. */
 export async function recordScore(
   trx: Kysely<Database>,

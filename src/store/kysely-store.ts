@@ -14,7 +14,14 @@ import { INSTANCE_STATES, type Instance, type InstanceState, sourcesFor } from "
 import { decideAfterFailure, JOB_STATUSES, type Job, type JobError, type JobStatus } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
 import type { LaunchAttempt, LaunchedInstance } from "../domain/machines.ts";
-import { type BatchRow, moveChildren, recordScore, settleStatus, toBatch } from "./batch-counters.ts";
+import {
+  type BatchRow,
+  CounterMoves,
+  moveChildren,
+  recordScore,
+  settleStatus,
+  toBatch,
+} from "./batch-counters.ts";
 import { migrationProvider } from "./migrations.ts";
 import type { Database } from "./schema.ts";
 import type {
@@ -24,6 +31,7 @@ import type {
   BatchClaimRequest,
   ClaimRequest,
   DatasetRecord,
+  FinishItem,
   FinishOutcome,
   HeartbeatResult,
   LeaseRef,
@@ -464,41 +472,65 @@ export class KyselyStore implements Store {
         .executeTakeFirst();
       if (row) return toJob(row);
     }
+    const [job] = await this.finishMany([{ lease, outcome }], now);
+    return job ?? null;
+  }
+
+  async finishMany(items: readonly FinishItem[], now: number): Promise<(Job | null)[]> {
+    if (items.length === 0) return [];
+    return this.#db.transaction().execute(async (trx) => {
+      const moves = new CounterMoves();
+      const jobs: (Job | null)[] = [];
+      for (const { lease, outcome, logs } of items) {
+        const job = await this.#finishIn(trx, lease, outcome, now, moves);
+        if (job && logs && logs.length > 0) await insertLogs(trx, job.id, job.orgId, logs);
+        jobs.push(job);
+      }
+      await moves.apply(trx, now);
+      return jobs;
+    });
+  }
+
+  async #finishIn(
+    trx: Transaction<Database>,
+    lease: LeaseRef,
+    outcome: FinishOutcome,
+    now: number,
+    moves: CounterMoves,
+  ): Promise<Job | null> {
     // The retry decision reads the row, so the row is locked (PostgreSQL; SQLite's write transaction
     // already excludes everyone) until the decision is written: a cancel cannot slip in between.
-    return this.#db.transaction().execute(async (trx) => {
-      const row = await trx
-        .selectFrom("jobs")
-        .selectAll()
-        .where("id", "=", lease.jobId)
-        .where("lease_token", "=", lease.leaseToken)
-        .where("status", "=", "running")
-        .$if(this.capabilities.skipLocked, (q) => q.forUpdate())
-        .executeTakeFirst();
-      if (!row) return null;
-      const job = toJob(row);
-      if (outcome.status === "failed") {
-        return this.#endAttempt(trx, job, "failed", outcome.error, now, outcome.result);
+    const row = await trx
+      .selectFrom("jobs")
+      .selectAll()
+      .where("id", "=", lease.jobId)
+      .where("lease_token", "=", lease.leaseToken)
+      .where("status", "=", "running")
+      .$if(this.capabilities.skipLocked, (q) => q.forUpdate())
+      .executeTakeFirst();
+    if (!row) return null;
+    const job = toJob(row);
+    if (outcome.status === "failed") {
+      return this.#endAttempt(trx, job, "failed", outcome.error, now, moves, outcome.result);
+    }
+    const updated = await trx
+      .updateTable("jobs")
+      .set(endedColumns(outcome, now))
+      .where("id", "=", job.id)
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    if (job.batchId) {
+      if (outcome.status === "succeeded" && outcome.score !== undefined) {
+        const batch = await trx
+          .selectFrom("batches")
+          .select("score_better")
+          .where("id", "=", job.batchId)
+          .executeTakeFirstOrThrow();
+        await recordScore(trx, job.batchId, job.id, outcome.score, batch.score_better as ScoreDirection);
       }
-      const updated = await trx
-        .updateTable("jobs")
-        .set(endedColumns(outcome, now))
-        .where("id", "=", job.id)
-        .returningAll()
-        .executeTakeFirstOrThrow();
-      if (job.batchId) {
-        if (outcome.status === "succeeded" && outcome.score !== undefined) {
-          const batch = await trx
-            .selectFrom("batches")
-            .select("score_better")
-            .where("id", "=", job.batchId)
-            .executeTakeFirstOrThrow();
-          await recordScore(trx, job.batchId, job.id, outcome.score, batch.score_better as ScoreDirection);
-        }
-        await moveChildren(trx, job.batchId, "running", outcome.status, 1, now);
-      }
-      return toJob(updated);
-    });
+      moves.add(job.batchId, "running", outcome.status);
+    }
+    return toJob(updated);
   }
 
   async #endAttempt(
@@ -507,6 +539,7 @@ export class KyselyStore implements Store {
     requested: FinishOutcome["status"],
     error: JobError | null,
     now: number,
+    moves: CounterMoves,
     result?: JsonObject,
   ): Promise<Job> {
     let status: JobStatus = requested;
@@ -529,7 +562,7 @@ export class KyselyStore implements Store {
       .where("id", "=", job.id)
       .returningAll()
       .executeTakeFirstOrThrow();
-    if (job.batchId) await moveChildren(trx, job.batchId, job.status, status, 1, now);
+    if (job.batchId) moves.add(job.batchId, job.status, status);
     return toJob(updated);
   }
 
@@ -607,6 +640,7 @@ export class KyselyStore implements Store {
       if (this.capabilities.skipLocked) expired = expired.forUpdate().skipLocked();
       const rows = await expired.execute();
       const changed: Job[] = [];
+      const moves = new CounterMoves();
       for (const row of rows) {
         const job = toJob(row);
         const timedOut = job.startedAt !== null && job.startedAt + job.timeoutMs < now - timeoutGraceMs;
@@ -621,8 +655,9 @@ export class KyselyStore implements Store {
               message: `Instance ${job.leaseOwner ?? "?"} stopped renewing its lease (lost agent or instance)`,
               retryable: true,
             };
-        changed.push(await this.#endAttempt(trx, job, "failed", error, now));
+        changed.push(await this.#endAttempt(trx, job, "failed", error, now, moves));
       }
+      await moves.apply(trx, now);
       return changed;
     });
   }
@@ -979,12 +1014,7 @@ export class KyselyStore implements Store {
   }
 
   async appendLogs(jobId: string, orgId: string, entries: LogEntry[]): Promise<void> {
-    if (entries.length === 0) return;
-    await this.#db
-      .insertInto("job_logs")
-      .values(entries.map((e) => ({ job_id: jobId, org_id: orgId, ...e })))
-      .onConflict((oc) => oc.columns(["job_id", "attempt", "seq"]).doNothing())
-      .execute();
+    if (entries.length > 0) await insertLogs(this.#db, jobId, orgId, entries);
   }
 
   async lastLogSeq(jobId: string, attempt: number): Promise<number> {
@@ -1203,4 +1233,13 @@ function toDataset(row: Selectable<Database["datasets"]>): DatasetRecord {
     files: JSON.parse(row.files) as DatasetRecord["files"],
     createdAt: row.created_at,
   };
+}
+
+/** Log entries are numbered per attempt, so a batch re-sent after a lost response is stored once. */
+async function insertLogs(db: Kysely<Database>, jobId: string, orgId: string, entries: LogEntry[]) {
+  await db
+    .insertInto("job_logs")
+    .values(entries.map((e) => ({ job_id: jobId, org_id: orgId, ...e })))
+    .onConflict((oc) => oc.columns(["job_id", "attempt", "seq"]).doNothing())
+    .execute();
 }

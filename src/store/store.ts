@@ -80,6 +80,13 @@ export interface LeaseRef {
 export type HeartbeatResult = { held: true; cancelRequested: boolean } | { held: false };
 
 /** A prediction's result travels with its success; `score` also feeds its batch's statistics. */
+/** One attempt to end, with the log entries its agent had not shipped yet. */
+export interface FinishItem {
+  lease: LeaseRef;
+  outcome: FinishOutcome;
+  logs?: LogEntry[];
+}
+
 export type FinishOutcome =
   | { status: "succeeded"; result?: JsonObject; score?: number }
   | { status: "cancelled"; error?: JobError }
@@ -193,6 +200,11 @@ export interface Store {
   heartbeat(lease: LeaseRef, now: number, leaseMs: number, progress?: JobProgress): Promise<HeartbeatResult>;
   /** Ends the attempt; a failure goes back to the queue or fails for good per the job's retry policy. */
   finish(lease: LeaseRef, outcome: FinishOutcome, now: number): Promise<Job | null>;
+  /**
+   * `finish` for several leases in one transaction (a packed unit's children), each with the log
+   * entries it had left to ship; batch counters move once per batch. Null where a lease was lost.
+   */
+  finishMany(items: readonly FinishItem[], now: number): Promise<(Job | null)[]>;
   /**
    * Gives the job back without spending an attempt (graceful shutdown of its worker), or cancels it
    * when a cancel was requested meanwhile. Null when the lease was no longer held.

@@ -189,6 +189,18 @@ describe("predictions and batch screens (SQLite, local provider, real Vina)", {
       "the salt's counter-ion was dropped, and the result says so",
     );
 
+    // A child's run log is written on its first download: the lines shipped with its finish are in it.
+    const aspirin = salt.children.find((c) => c.ligand.name === "aspirin")!;
+    const childFiles = await server.client.request<{ files: { path: string; url: string }[] }>(
+      "GET",
+      `/api/v1/jobs/${aspirin.id}/download`,
+    );
+    const logLink = childFiles.files.find((f) => f.path === "logs.txt");
+    assert.ok(logLink, childFiles.files.map((f) => f.path).join(", "));
+    const childLog = await (await fetch(logLink.url)).text();
+    assert.match(childLog, /\$ \S*vina --receptor/);
+    assert.match(childLog, /finished: succeeded/);
+
     const csv = await server.client.request<string>("GET", `/api/v1/batches/${batch.id}/results?format=csv`);
     assert.match(csv.split("\n")[0]!, /^rank,name,smiles,status,score,unit/);
     assert.equal(csv.trim().split("\n").length, 5);

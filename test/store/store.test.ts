@@ -444,6 +444,52 @@ for (const dialect of DIALECTS) {
         assert.equal(await claim(model, 5), null);
       });
 
+      it("ends a packed unit's children in one call: counters, scores, retries, logs, lost leases", async () => {
+        const { batch, model } = await newBatch(4);
+        const [a, b, c, d] = (await claim(model, 4))!.jobs;
+        // d's lease is lost first (ended by another path): the call ends the others and answers null for it.
+        await store.finish(lease(d!), { status: "succeeded", score: -1 }, 2_500);
+        const line = (seq: number, text: string) => ({ attempt: 1, seq, ts: 2_900, stream: "hangar", text });
+        const ended = await store.finishMany(
+          [
+            { lease: lease(a!), outcome: { status: "succeeded", score: -6 }, logs: [line(1, "a done\n")] },
+            { lease: lease(b!), outcome: { status: "succeeded", score: -8 } },
+            {
+              lease: lease(c!),
+              outcome: { status: "failed", error: { code: "lost", message: "x", retryable: true } },
+              logs: [line(1, "c one\n"), line(2, "c two\n")],
+            },
+            { lease: lease(d!), outcome: { status: "succeeded", score: -99 } },
+          ],
+          3_000,
+        );
+        assert.deepEqual(
+          ended.map((job) => job?.status ?? null),
+          ["succeeded", "succeeded", "queued", null],
+        );
+        const now = await store.getBatch(ORG, batch.id);
+        assert.deepEqual(now?.counters, {
+          total: 4,
+          pending: 1,
+          running: 0,
+          completed: 3,
+          failed: 0,
+          cancelled: 0,
+        });
+        assert.equal(now?.bestScore, -8, "the lost lease's score is not counted");
+        assert.equal(now?.scoreCount, 3);
+        const texts = async (id: string) =>
+          (await store.readLogs(ORG, id, { attempt: 0, seq: 0 }, 10)).map((e) => e.text);
+        assert.deepEqual(await texts(a!.id), ["a done\n"]);
+        assert.deepEqual(await texts(c!.id), ["c one\n", "c two\n"]);
+        assert.deepEqual(await texts(d!.id), []);
+        // Delivered again (a lost response): nothing moves twice.
+        const again = await store.finishMany([{ lease: lease(a!), outcome: { status: "succeeded" } }], 3_100);
+        assert.deepEqual(again, [null]);
+        assert.deepEqual((await store.getBatch(ORG, batch.id))?.counters, now?.counters);
+        await store.requestBatchCancel(ORG, batch.id, 5_000);
+      });
+
       it("never runs more than max_concurrent children at once", async () => {
         const { batch, model } = await newBatch(6, { maxConcurrent: 2 });
         const first = await claim(model, 5);

@@ -6,7 +6,7 @@ import type { JsonObject } from "../../domain/json.ts";
 import type { CommandSpec, ModelRunner, PredictionContext, PredictionResult } from "../../models/model.ts";
 import { modelEnv } from "../child-env.ts";
 import { type ControlPlaneClient, ControlPlaneError } from "../control-plane-client.ts";
-import { LogShipper } from "../log-shipper.ts";
+import { LogShipper, type LogShipperEntry } from "../log-shipper.ts";
 import { type StopReason, stoppedEnding } from "../stop-reasons.ts";
 import { downloadTo, uploadFrom } from "../transfer.ts";
 import { runModelProcess } from "./process.ts";
@@ -16,6 +16,13 @@ interface FinishBody {
   error?: JobError;
   result?: JsonObject;
   score?: number;
+}
+
+/** A child ended and waiting to be reported, with the log lines it had not shipped. */
+interface FinishReport {
+  item: PredictionItem;
+  body: FinishBody;
+  entries: LogShipperEntry[];
 }
 
 /** The prepared target of the batch an instance is working on, kept between work units. */
@@ -77,28 +84,41 @@ export class PredictionUnitRunner {
     const timeout = setTimeout(() => {
       for (const id of open.keys()) stop(id, "timeout");
     }, unit.timeout_s * 1000);
+    // Ended children wait here and are reported together: one request per process's group, not two per child.
+    let reports: FinishReport[] = [];
     const finish = async (item: PredictionItem, body: FinishBody) => {
       if (!open.delete(item.job_id)) return;
       const reason = reasons.get(item.job_id);
       const log = logs.get(item.job_id)!;
-      const base = `/agent/v1/jobs/${item.job_id}`;
-      const lease = { lease_token: item.lease_token };
-      try {
-        if (reason === "lease_lost") return;
-        if (reason === "shutdown") {
-          await log.close().catch(() => undefined);
-          await this.#client.post(`${base}/release`, lease);
-          return;
-        }
-        const ended = stoppedEnding(reason, unit.timeout_s, "Prediction") ?? body;
-        log.line(
-          `finished: ${ended.status}${ended.error ? ` (${ended.error.code}: ${ended.error.message})` : ""}`,
-        );
+      if (reason === "lease_lost") return;
+      if (reason === "shutdown") {
         await log.close().catch(() => undefined);
-        await this.#client.post(`${base}/finish`, { ...lease, ...ended });
-      } catch (error) {
-        if (!(error instanceof ControlPlaneError && error.status === 409)) throw error;
+        await this.#client
+          .post(`/agent/v1/jobs/${item.job_id}/release`, { lease_token: item.lease_token })
+          .catch((error) => {
+            if (!(error instanceof ControlPlaneError && error.status === 409)) throw error;
+          });
+        return;
       }
+      const ended = stoppedEnding(reason, unit.timeout_s, "Prediction") ?? body;
+      log.line(
+        `finished: ${ended.status}${ended.error ? ` (${ended.error.code}: ${ended.error.message})` : ""}`,
+      );
+      reports.push({ item, body: ended, entries: await log.take() });
+    };
+    const report = async () => {
+      const sending = reports;
+      reports = [];
+      if (sending.length === 0) return;
+      // A lease lost meanwhile answers lease_lost for that item alone: its job moved on without us.
+      await this.#client.post("/agent/v1/finish", {
+        items: sending.map(({ item, body, entries }) => ({
+          job_id: item.job_id,
+          lease_token: item.lease_token,
+          ...body,
+          logs: { attempt: item.attempt, entries },
+        })),
+      });
     };
 
     try {
@@ -114,6 +134,7 @@ export class PredictionUnitRunner {
             error: { code: "model_not_installed", message: missing!, retryable: false },
           });
         }
+        await report();
         return;
       }
       for (const item of unit.items) {
@@ -129,6 +150,7 @@ export class PredictionUnitRunner {
             error: { code: "target_preparation_failed", message: (error as Error).message, retryable: false },
           });
         }
+        await report();
         return;
       }
       const groups = chunk(unit.items, runner.spec.packing.perProcess);
@@ -138,6 +160,7 @@ export class PredictionUnitRunner {
       const lane = async () => {
         for (let group = groups[next++]; group; group = groups[next++]) {
           await this.#runGroup(runner, context, group, { logs, stops, finish });
+          await report();
         }
       };
       await Promise.all(Array.from({ length: Math.min(parallel, groups.length) }, lane));
@@ -155,6 +178,7 @@ export class PredictionUnitRunner {
           },
         }).catch(() => undefined);
       }
+      await report().catch(() => undefined);
       for (const log of logs.values()) await log.close().catch(() => undefined);
     }
   }

@@ -1,6 +1,6 @@
 import { Type, type TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import type { FastifyInstance, FastifyRequest } from "fastify";
-import type { TProperties } from "typebox";
+import type { Static, TProperties } from "typebox";
 import type { AgentHub } from "../../app/agent-hub.ts";
 import type { AppContext } from "../../app/context.ts";
 import type { Instance } from "../../domain/instance.ts";
@@ -29,6 +29,36 @@ const ErrorShape = Type.Object({
   retryable: Type.Optional(Type.Boolean()),
   details: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
 });
+
+const FinishFields = {
+  status: Type.Union([Type.Literal("succeeded"), Type.Literal("failed"), Type.Literal("cancelled")]),
+  error: Type.Optional(ErrorShape),
+  result: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+  score: Type.Optional(Type.Number()),
+};
+
+/** How an agent's report ends the attempt. */
+function finishOutcome(body: {
+  status: "succeeded" | "failed" | "cancelled";
+  error?: Static<typeof ErrorShape>;
+  result?: Record<string, unknown>;
+  score?: number;
+}): FinishOutcome {
+  const { status, error, result, score } = body;
+  if (status === "failed") {
+    // A failure the agent could not classify is assumed to be the infrastructure's: retry it.
+    const given = error ?? { code: "unknown", message: "The agent gave no details" };
+    return { status, error: { retryable: true, ...given } as JobError };
+  }
+  if (status === "cancelled") {
+    return error ? { status, error: { retryable: false, ...error } as JobError } : { status };
+  }
+  return {
+    status: "succeeded",
+    ...(result ? { result: result as JsonObject } : {}),
+    ...(score !== undefined ? { score } : {}),
+  };
+}
 
 /** The agent protocol (`/agent/v1`): agents call in over HTTP, so instances behind NAT work. */
 export function agentRoutes(ctx: AppContext, hub: AgentHub) {
@@ -149,31 +179,46 @@ export function agentRoutes(ctx: AppContext, hub: AgentHub) {
       released: await hub.release(request.instance!, leaseOf(request)),
     }));
 
+    app.post("/jobs/:id/finish", leased(FinishFields), async (request) => {
+      const job = await hub.finish(request.instance!, leaseOf(request), finishOutcome(request.body));
+      return { status: job.status };
+    });
+
     app.post(
-      "/jobs/:id/finish",
-      leased({
-        status: Type.Union([Type.Literal("succeeded"), Type.Literal("failed"), Type.Literal("cancelled")]),
-        error: Type.Optional(ErrorShape),
-        result: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
-        score: Type.Optional(Type.Number()),
-      }),
-      async (request) => {
-        const { status, error, result, score } = request.body;
-        let outcome: FinishOutcome = {
-          status: "succeeded",
-          ...(result ? { result: result as JsonObject } : {}),
-          ...(score !== undefined ? { score } : {}),
-        };
-        if (status === "failed") {
-          // A failure the agent could not classify is assumed to be the infrastructure's: retry it.
-          const given = error ?? { code: "unknown", message: "The agent gave no details" };
-          outcome = { status, error: { retryable: true, ...given } as JobError };
-        } else if (status === "cancelled") {
-          outcome = error ? { status, error: { retryable: false, ...error } as JobError } : { status };
-        }
-        const job = await hub.finish(request.instance!, leaseOf(request), outcome);
-        return { status: job.status };
+      "/finish",
+      {
+        onRequest: authenticate,
+        schema: {
+          tags: ["agent"],
+          description: "Ends several attempts in one transaction, each with its unshipped log entries",
+          body: Type.Object({
+            items: Type.Array(
+              Type.Object({
+                job_id: Type.String({ minLength: 1 }),
+                ...Lease,
+                ...FinishFields,
+                logs: Type.Optional(
+                  Type.Object({
+                    attempt: Type.Integer({ minimum: 1 }),
+                    entries: Type.Array(LogEntry, { maxItems: 10_000 }),
+                  }),
+                ),
+              }),
+              { minItems: 1, maxItems: 1_000 },
+            ),
+          }),
+        },
       },
+      async (request) => ({
+        items: await hub.finishMany(
+          request.instance!,
+          request.body.items.map((item) => ({
+            lease: { jobId: item.job_id, leaseToken: item.lease_token },
+            outcome: finishOutcome(item),
+            ...(item.logs ? { logs: item.logs } : {}),
+          })),
+        ),
+      }),
     );
   };
 }

@@ -10,10 +10,10 @@ import {
   submitBatch,
   submitPrediction,
 } from "../../app/predictions.ts";
-import { runArea } from "../../app/runs.ts";
+import { runArea, writeRunLog } from "../../app/runs.ts";
 import { isBatchFinished } from "../../domain/batch.ts";
 import { conflict } from "../../domain/errors.ts";
-import { JOB_STATUSES } from "../../domain/job.ts";
+import { isTerminal, JOB_STATUSES } from "../../domain/job.ts";
 import type { JsonObject } from "../../domain/json.ts";
 import { MODEL_SPECS } from "../../models/registry.ts";
 import { batchView, predictionView } from "../views.ts";
@@ -116,7 +116,12 @@ export function predictionRoutes(app: FastifyInstance, ctx: AppContext) {
   api.get("/jobs/:id/download", { schema: { tags: ["predictions"], params: Id } }, async (request) => {
     const job = await getPredictionJob(ctx, request.orgId, request.params.id);
     const ttl = ctx.config.signedUrlTtlS;
-    const files = await ctx.blobs.list(`${runArea(job.id)}/`);
+    let files = await ctx.blobs.list(`${runArea(job.id)}/`);
+    // A batch child's run log is written on its first download rather than as it ends.
+    if (isTerminal(job.status) && !files.some((f) => f.key === `${runArea(job.id)}/logs.txt`)) {
+      await writeRunLog(ctx, job);
+      files = await ctx.blobs.list(`${runArea(job.id)}/`);
+    }
     return {
       id: job.id,
       expires_in_s: ttl,
