@@ -31,6 +31,15 @@ export interface Config {
   schedulerIntervalMs: number;
   shutdownGraceS: number;
   localMaxInstances: number;
+  /** Most instances each cloud provider may hold at once. */
+  cloudMaxInstances: number;
+  /** The image cloud instances boot; it needs Node.js ≥ 22 (for the agent) and Python with nbclient. */
+  instanceImage: string;
+  instanceDiskGb: number;
+  /** Launch GPU jobs on spot (interruptible) offers instead of on-demand ones. */
+  preferSpot: boolean;
+  /** How often each cloud instance's state is asked of its provider (boot, preemption, disappearance). */
+  describeIntervalS: number;
   /** Most ligands one batch may hold. */
   maxBatchLigands: number;
   /** Batches with more ligands are accepted at once and checked in the background. */
@@ -149,6 +158,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     schedulerIntervalMs: int(env, "HANGAR_SCHEDULER_INTERVAL_MS", 500, 10),
     shutdownGraceS: int(env, "HANGAR_SHUTDOWN_GRACE_S", 30, 0),
     localMaxInstances: int(env, "HANGAR_LOCAL_MAX_INSTANCES", 2, 1),
+    cloudMaxInstances: int(env, "HANGAR_CLOUD_MAX_INSTANCES", 8, 1),
+    instanceImage: env.HANGAR_INSTANCE_IMAGE || "nikolaik/python-nodejs:python3.12-nodejs24",
+    instanceDiskGb: int(env, "HANGAR_INSTANCE_DISK_GB", 40, 1),
+    preferSpot: env.HANGAR_SPOT === "1" || env.HANGAR_SPOT === "true",
+    describeIntervalS: int(env, "HANGAR_DESCRIBE_INTERVAL_S", 15, 1),
     maxBatchLigands: int(env, "HANGAR_MAX_BATCH_LIGANDS", 100_000, 1),
     defaultMaxConcurrent: int(env, "HANGAR_BATCH_MAX_CONCURRENT", 64, 1),
     batchSyncCheckLimit: int(env, "HANGAR_BATCH_SYNC_CHECK_LIMIT", 5_000, 0),

@@ -1,6 +1,5 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
-import { ProviderApiError } from "../providers/http.ts";
 import { RUNPOD_GRAPHQL_URL, RunPodClient } from "../providers/runpod/runpod-client.ts";
 
 const run = promisify(execFile);
@@ -23,14 +22,7 @@ export function selfTerminator(env: NodeJS.ProcessEnv): SelfTerminate {
       graphqlUrl: env.RUNPOD_GRAPHQL_URL || RUNPOD_GRAPHQL_URL,
     });
     return async () => {
-      try {
-        await client.query(`mutation Terminate($podId: String!) { podTerminate(input: { podId: $podId }) }`, {
-          podId,
-        });
-      } catch (error) {
-        if (!(error instanceof ProviderApiError && /not found to terminate/i.test(error.message)))
-          throw error;
-      }
+      await client.terminatePod(podId);
       return `terminated RunPod pod ${podId}`;
     };
   }

@@ -5,6 +5,7 @@ import { badRequest, conflict, HangarError, unauthorized } from "../domain/error
 import type { Instance } from "../domain/instance.ts";
 import { isTerminal, type Job, type JobError, type JobProgress } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
+import { placementOf } from "../domain/provisioning.ts";
 import type { ModelSpec, PredictionInput } from "../models/model.ts";
 import { MODEL_SPECS } from "../models/registry.ts";
 import type { FinishOutcome, LeaseRef, LogEntry } from "../store/store.ts";
@@ -195,7 +196,13 @@ export class AgentHub {
       provider: instance.provider,
       gpus: instance.gpus.map((g) => ({ index: g.index, name: g.name, memory_mib: g.memoryMiB })),
     };
-    const models = capacity.models.filter((name) => MODEL_SPECS.has(name));
+    const provider = this.#ctx.providers.find((p) => p.name === instance.provider);
+    const placement = placementOf(instance, {
+      onThisHost: provider?.capabilities.launchesOffers !== true,
+      cloudsLaunchGpus: this.#ctx.providers.some((p) => p.capabilities.launchesOffers && p.capabilities.gpus),
+    });
+    // Batches run on this host's instances; a cloud instance was launched for one GPU shape.
+    const models = placement.cpuJobs ? capacity.models.filter((name) => MODEL_SPECS.has(name)) : [];
     const batchClaim = (batchId?: string) =>
       store.claimBatchChildren({
         owner: instance.id,
@@ -221,6 +228,7 @@ export class AgentHub {
       leaseMs: config.leaseS * 1000,
       now,
       compute,
+      placement,
     });
     if (single.length > 0 || top.batch === null) return single;
     return (await batchClaim())?.jobs ?? [];

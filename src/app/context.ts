@@ -13,7 +13,8 @@ export interface AppContext {
   config: Config;
   store: Store;
   blobs: BlobStore;
-  provider: ComputeProvider;
+  /** This host first, then every configured cloud; each instance names its provider. */
+  providers: readonly ComputeProvider[];
   /** Live offers of every configured provider (this machine, RunPod, Vast.ai, …). */
   offers: OfferBook;
   /** Stray instances whose termination the provider has not confirmed yet (reconciler). */

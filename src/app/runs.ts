@@ -111,6 +111,7 @@ export async function submitRun(
       timeoutMs: (request.timeout_s ?? ctx.config.defaultTimeoutS) * 1000,
       runAt: now,
       createdAt: now,
+      gpu,
     });
     ctx.events.emit("work");
     return job;

@@ -20,6 +20,8 @@ export interface Offer {
   reliability: number | null;
   /** Epoch ms when the provider answered. */
   fetchedAt: number;
+  /** The host, where the offer names one (a Vast machine): launches skip hosts the history marks. */
+  machineId?: string | null;
 }
 
 export interface OfferQuery {

@@ -4,6 +4,37 @@ import type { InstanceState } from "./instance.ts";
 export const DEPLOYMENT_LABEL = "hangar_deployment";
 export const INSTANCE_LABEL = "hangar_instance";
 
+/**
+ * Providers without labels of their own (a local process, a RunPod pod) carry them as environment
+ * variables, `HANGAR_LABEL_<KEY>=value`, and read them back from the instance's environment.
+ */
+const LABEL_ENV_PREFIX = "HANGAR_LABEL_";
+
+export function labelsAsEnv(labels: Readonly<Record<string, string>>): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(labels).map(([key, value]) => [`${LABEL_ENV_PREFIX}${key.toUpperCase()}`, value]),
+  );
+}
+
+/** The labels among `KEY=VALUE` environment entries. */
+export function labelsFromEnv(entries: readonly string[]): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const entry of entries) {
+    if (!entry.startsWith(LABEL_ENV_PREFIX)) continue;
+    const eq = entry.indexOf("=");
+    labels[entry.slice(LABEL_ENV_PREFIX.length, eq).toLowerCase()] = entry.slice(eq + 1);
+  }
+  return labels;
+}
+
+/** Whether an instance's labels include every one of `wanted`. */
+export function hasLabels(
+  labels: Readonly<Record<string, string>>,
+  wanted: Readonly<Record<string, string>>,
+) {
+  return Object.entries(wanted).every(([key, value]) => labels[key] === value);
+}
+
 /** An instance as its provider lists it. */
 export interface ListedInstance {
   providerInstanceId: string;
@@ -100,9 +131,9 @@ export class TerminationTracker {
     });
   }
 
-  /** After a pass: whatever is no longer a stray has gone. */
-  keepOnly(strayIds: ReadonlySet<string>): void {
-    for (const id of this.#entries.keys()) if (!strayIds.has(id)) this.#entries.delete(id);
+  /** After a pass over the ids `inPass` covers (one provider's): whatever is no longer a stray has gone. */
+  keepOnly(strayIds: ReadonlySet<string>, inPass: (id: string) => boolean = () => true): void {
+    for (const id of this.#entries.keys()) if (inPass(id) && !strayIds.has(id)) this.#entries.delete(id);
   }
 
   /** Instances whose termination failed at least twice. */

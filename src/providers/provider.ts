@@ -8,6 +8,15 @@ export interface ProviderCapabilities {
   readonly gpus: boolean;
   /** `list` sees only this host's instances (local processes): every server reconciles its own host. */
   readonly listsPerHost: boolean;
+  /** Launches a chosen offer on a remote machine (a cloud); false for this host's own processes. */
+  readonly launchesOffers: boolean;
+  /** `stop` and `resume` keep an instance's disk while its GPU is released. */
+  readonly stopResume: boolean;
+  /**
+   * How long an instance may take from launch to its agent registering before it is terminated and
+   * the next offer tried (RunPod pods can sit provisioning for many minutes).
+   */
+  readonly bootTimeoutMs: number;
 }
 
 export interface LaunchSpec {
@@ -17,12 +26,31 @@ export interface LaunchSpec {
   gpus: GpuAssignment[];
   /** Set on the instance at the provider (domain/reconcile.ts): which deployment and instance it is. */
   labels: Record<string, string>;
+  /** The offer to launch (providers with `launchesOffers`); null for this host's processes. */
+  offer: Offer | null;
+  /** The container or VM image a remote instance boots. */
+  image: string;
+  /** The shell command a remote instance runs at boot: fetch the agent from the control plane, start it. */
+  bootstrapCommand: string;
+  diskGb: number;
 }
 
 /** Machine history is kept per host, and a run's price is what the provider reports here. */
 export type LaunchResult = LaunchedInstance;
 
-export type ProviderInstanceStatus = "running" | "gone" | "unknown";
+/**
+ * An instance as its provider sees it: `booting` (created, not up yet), `running`, `stopped` (by
+ * request), `preempted` (a spot instance taken back, or stopped by the provider), `failed` (it will
+ * never boot), `gone` (terminated or unknown to the provider), `unknown` (not this provider's to say).
+ */
+export type ProviderInstanceStatus =
+  | "booting"
+  | "running"
+  | "stopped"
+  | "preempted"
+  | "failed"
+  | "gone"
+  | "unknown";
 
 /** Anything that quotes machines: every provider, including those Hangar cannot launch on yet. */
 export interface OfferSource {
@@ -44,6 +72,9 @@ export interface ComputeProvider extends OfferSource {
   list(labels: Readonly<Record<string, string>>): Promise<ListedInstance[]>;
   /** Idempotent: an instance that is already gone counts as terminated. */
   terminate(providerInstanceId: string): Promise<void>;
+  /** Releases the machine but keeps the disk (providers with `stopResume`). */
+  stop?(providerInstanceId: string): Promise<void>;
+  resume?(providerInstanceId: string): Promise<void>;
   /** Called when an instance ends for any reason; local processes report their own exits. */
   onExit?(listener: (providerInstanceId: string, reason: string) => void): void;
 }

@@ -11,11 +11,16 @@ import { LaunchBackoff } from "../domain/backoff.ts";
 import { readyUnits } from "../domain/batch.ts";
 import { newId } from "../domain/ids.ts";
 import { type Instance, type InstanceState, LIVE_STATES } from "../domain/instance.ts";
+import { machineHistory } from "../domain/machines.ts";
+import type { Offer } from "../domain/offers.ts";
+import { candidateOffers, type GpuDemand, launchNeeds } from "../domain/provisioning.ts";
 import { DEPLOYMENT_LABEL, INSTANCE_LABEL, strays } from "../domain/reconcile.ts";
 import { MODEL_SPECS } from "../models/registry.ts";
+import type { ComputeProvider } from "../providers/provider.ts";
+import { AGENT_BOOTSTRAP_COMMAND } from "./bootstrap.ts";
 
-/** How long an instance may take from launch to its agent registering. */
-const BOOT_TIMEOUT_MS = 120_000;
+/** The launch history that decides which machines are skipped (domain/machines.ts). */
+const MACHINE_HISTORY_MS = 30 * 24 * 3600_000;
 /** How long a stopped agent gets to release its job and exit before the drain moves on. */
 const AGENT_EXIT_GRACE_MS = 15_000;
 /** How long one server may hold a batch's ligand check before another may take it over. */
@@ -30,9 +35,12 @@ export class Scheduler {
   readonly #hub: AgentHub;
   readonly #agentUrl: () => string;
   readonly #startedAt: number;
-  readonly #launchBackoff = new LaunchBackoff();
+  /** Per provider: launches pause while its instances keep dying before their agents register. */
+  readonly #launchBackoff = new Map<string, LaunchBackoff>();
   #stopped = false;
-  #reconciledAt = Number.NEGATIVE_INFINITY;
+  readonly #reconciledAt = new Map<string, number>();
+  /** When each cloud instance was last described, so its provider is asked only every describeIntervalS. */
+  readonly #describedAt = new Map<string, number>();
   #validating: Promise<void> | null = null;
   #loop: Promise<void> | undefined;
 
@@ -41,13 +49,15 @@ export class Scheduler {
     this.#hub = hub;
     this.#agentUrl = agentUrl;
     this.#startedAt = ctx.now();
-    ctx.provider.onExit?.((providerInstanceId, reason) => {
-      // After stop() the store may be closed; drain() already recorded the terminations it caused.
-      if (this.#stopped) return;
-      void this.#markGone(providerInstanceId, reason).catch((error: unknown) =>
-        ctx.log.error({ err: error }, "recording an instance exit failed"),
-      );
-    });
+    for (const provider of ctx.providers) {
+      provider.onExit?.((providerInstanceId, reason) => {
+        // After stop() the store may be closed; drain() already recorded the terminations it caused.
+        if (this.#stopped) return;
+        void this.#markGone(provider, providerInstanceId, reason).catch((error: unknown) =>
+          ctx.log.error({ err: error }, "recording an instance exit failed"),
+        );
+      });
+    }
   }
 
   start(): void {
@@ -86,13 +96,17 @@ export class Scheduler {
       await this.provision(now);
     if (await store.tryRunLoop("batch_artifacts", interval, now)) await this.refreshBatchArtifacts(now);
     const reconcileMs = config.reconcileIntervalS * 1000;
-    // A provider that lists per host is reconciled by every server for its host; others once per cluster.
-    const reconcileDue = this.#ctx.provider.capabilities.listsPerHost
-      ? now - this.#reconciledAt >= reconcileMs
-      : await store.tryRunLoop("reconcile", reconcileMs, now);
-    if (reconcileDue) {
-      this.#reconciledAt = now;
-      await this.reconcile(now);
+    for (const provider of this.#ctx.providers) {
+      // A provider that lists per host is reconciled by every server for its host; others once per cluster.
+      const reconcileDue = provider.capabilities.listsPerHost
+        ? now - (this.#reconciledAt.get(provider.name) ?? Number.NEGATIVE_INFINITY) >= reconcileMs
+        : await store.tryRunLoop(`reconcile:${provider.name}`, reconcileMs, now);
+      if (reconcileDue) {
+        this.#reconciledAt.set(provider.name, now);
+        await this.reconcile(provider, now).catch((error: unknown) =>
+          this.#ctx.log.error({ err: error, provider: provider.name }, "reconciling a provider failed"),
+        );
+      }
     }
     if (!this.#validating && (await store.tryRunLoop("batch_validation", interval, now))) {
       await this.startBatchValidation(now);
@@ -145,57 +159,172 @@ export class Scheduler {
     }
   }
 
-  /** Launches instances while runnable jobs outnumber the instances that could take them. */
+  /**
+   * Launches instances while runnable jobs outnumber the instances that could take them: this host
+   * for jobs without GPUs and for batches, the cheapest cloud offer for jobs that ask for GPUs (this
+   * host runs those too when no configured cloud can launch one).
+   */
   async provision(now: number): Promise<void> {
-    const { store, provider } = this.#ctx;
-    const ready = readyUnits(
-      await store.readyWork(now),
-      (model) => MODEL_SPECS.get(model)?.packing.perProcess ?? 1,
-    );
-    if (ready === 0) return;
-    const live = await store.listInstances({ provider: provider.name, states: LIVE_STATES });
-    for (const instance of live) {
-      if (instance.readyAt !== null) this.#launchBackoff.agentRegistered(instance.readyAt);
-    }
-    if (!this.#launchBackoff.mayLaunch(now)) return;
+    const { store } = this.#ctx;
+    const work = await store.readyWork(now);
+    const clouds = this.#clouds();
+    const gpuJobsHere = clouds.length === 0 ? work.gpuJobs.reduce((sum, g) => sum + g.jobs, 0) : 0;
+    const local = this.#local();
+    const ready = readyUnits(work, (model) => MODEL_SPECS.get(model)?.packing.perProcess ?? 1) + gpuJobsHere;
+    if (local && ready > 0) await this.#provisionLocal(local, ready, now);
+    if (clouds.length > 0 && work.gpuJobs.length > 0) await this.#provisionClouds(clouds, work.gpuJobs, now);
+  }
+
+  async #provisionLocal(provider: ComputeProvider, ready: number, now: number): Promise<void> {
+    const live = await this.#ctx.store.listInstances({ provider: provider.name, states: LIVE_STATES });
+    if (!this.#mayLaunch(provider, live, now)) return;
     const free = live.filter((i) => i.state !== "busy").length;
     const toLaunch = Math.min(ready - free, provider.maxInstances - live.length);
     const gpusInUse = new Set(live.flatMap((i) => i.gpus.map((g) => g.index)));
     for (let i = 0; i < toLaunch; i++) {
       const gpus = provider.capabilities.gpus ? provider.allocateGpus(1, gpusInUse) : [];
       for (const gpu of gpus) gpusInUse.add(gpu.index);
-      await this.launch(gpus);
+      await this.launch(provider, { gpus, offer: null });
     }
   }
 
-  async launch(gpus: Instance["gpus"]): Promise<Instance> {
-    const { store, provider, log } = this.#ctx;
+  /**
+   * Coldstart per GPU shape: the cheapest matching offer across every cloud. An offer refused for
+   * capacity (or any retryable reason) is skipped for the next cheapest, up to three per launch,
+   * so a stale quote costs one call, not a loop.
+   */
+  async #provisionClouds(clouds: ComputeProvider[], demand: GpuDemand[], now: number): Promise<void> {
+    const { store, config, offers, log } = this.#ctx;
+    const live = await store.listInstances({ states: LIVE_STATES });
+    const cloudLive = live.filter((i) => clouds.some((c) => c.name === i.provider));
+    const needs = launchNeeds(
+      demand,
+      cloudLive.map((i) => ({
+        gpuType: i.gpus[0]?.name ?? null,
+        gpuCount: i.gpus.length,
+        busy: i.state === "busy",
+      })),
+    );
+    if (needs.length === 0) return;
+    const launchable = new Set(
+      clouds
+        .filter((c) => {
+          const held = cloudLive.filter((i) => i.provider === c.name);
+          return held.length < c.maxInstances && this.#mayLaunch(c, held, now);
+        })
+        .map((c) => c.name),
+    );
+    if (launchable.size === 0) return;
+    const skipped = await this.#skippedMachines(now);
+    for (const need of needs) {
+      const search = await offers.search({ gpu: need.type, minGpus: need.count });
+      const candidates = candidateOffers(search.offers, need, {
+        launchable: (name) => launchable.has(name),
+        spot: config.preferSpot,
+        skipped: (offer) => offer.machineId != null && skipped.has(`${offer.provider}/${offer.machineId}`),
+      });
+      for (let launched = 0; launched < need.launches; launched++) {
+        let tries = 0;
+        while (candidates.length > 0 && tries < 3) {
+          const offer = candidates[0]!;
+          const provider = clouds.find((c) => c.name === offer.provider)!;
+          tries++;
+          try {
+            await this.launch(provider, { gpus: gpusOf(offer), offer });
+            break;
+          } catch (error) {
+            // A refused offer (no capacity, a stale quote) is not tried again this round.
+            candidates.shift();
+            log.warn(
+              { err: error, provider: offer.provider, offer: offer.id, gpu: need.type },
+              "launch refused; trying the next offer",
+            );
+          }
+        }
+        if (candidates.length === 0) {
+          log.warn({ gpu: need.type, count: need.count, failures: search.failures }, "no offer to launch");
+          break;
+        }
+      }
+    }
+  }
+
+  /** Machines the launch history skips for now (domain/machines.ts), as `provider/machine`. */
+  async #skippedMachines(now: number): Promise<Set<string>> {
+    const { store, config, defaultOrgId } = this.#ctx;
+    const attempts = await store.listLaunchAttempts(defaultOrgId, now - MACHINE_HISTORY_MS);
+    return new Set(
+      machineHistory(attempts, config.machinePolicy, now)
+        .filter((machine) => machine.skippedUntil !== null && machine.skippedUntil > now)
+        .map((machine) => `${machine.provider}/${machine.machineId}`),
+    );
+  }
+
+  #mayLaunch(provider: ComputeProvider, live: readonly Instance[], now: number): boolean {
+    let backoff = this.#launchBackoff.get(provider.name);
+    if (!backoff) {
+      backoff = new LaunchBackoff();
+      this.#launchBackoff.set(provider.name, backoff);
+    }
+    for (const instance of live) {
+      if (instance.readyAt !== null) backoff.agentRegistered(instance.readyAt);
+    }
+    return backoff.mayLaunch(now);
+  }
+
+  #local(): ComputeProvider | undefined {
+    return this.#ctx.providers.find((p) => !p.capabilities.launchesOffers);
+  }
+
+  #clouds(): ComputeProvider[] {
+    return this.#ctx.providers.filter((p) => p.capabilities.launchesOffers && p.capabilities.gpus);
+  }
+
+  #providerOf(instance: Instance): ComputeProvider | undefined {
+    return this.#ctx.providers.find((p) => p.name === instance.provider);
+  }
+
+  async launch(
+    provider: ComputeProvider,
+    placement: { gpus: Instance["gpus"]; offer: Offer | null },
+  ): Promise<Instance> {
+    const { store, config, log } = this.#ctx;
     const bootstrapToken = randomBytes(24).toString("base64url");
     const instance = await store.insertInstance({
       id: newId("inst"),
       orgId: this.#ctx.defaultOrgId,
       provider: provider.name,
-      gpus,
+      gpus: placement.gpus,
       bootstrapTokenHash: hashSecret(bootstrapToken),
       createdAt: this.#ctx.now(),
     });
     try {
       const launched = await provider.launch({
         instanceId: instance.id,
-        gpus,
-        labels: { [DEPLOYMENT_LABEL]: this.#ctx.config.deploymentId, [INSTANCE_LABEL]: instance.id },
+        gpus: placement.gpus,
+        offer: placement.offer,
+        image: config.instanceImage,
+        bootstrapCommand: AGENT_BOOTSTRAP_COMMAND,
+        diskGb: config.instanceDiskGb,
+        labels: { [DEPLOYMENT_LABEL]: config.deploymentId, [INSTANCE_LABEL]: instance.id },
         agentEnv: {
           HANGAR_URL: this.#agentUrl(),
           HANGAR_INSTANCE_ID: instance.id,
           HANGAR_BOOTSTRAP_TOKEN: bootstrapToken,
-          HANGAR_AGENT_RECONNECT_S: String(this.#ctx.config.agentReconnectS),
-          HANGAR_AGENT_MAX_LIFETIME_S: String(this.#ctx.config.instanceMaxLifetimeS),
+          HANGAR_AGENT_RECONNECT_S: String(config.agentReconnectS),
+          HANGAR_AGENT_MAX_LIFETIME_S: String(config.instanceMaxLifetimeS),
         },
       });
       const { providerInstanceId } = launched;
       await store.recordLaunch(instance.id, launched);
       log.info(
-        { instance_id: instance.id, provider: provider.name, provider_instance_id: providerInstanceId },
+        {
+          instance_id: instance.id,
+          provider: provider.name,
+          provider_instance_id: providerInstanceId,
+          offer: placement.offer?.id,
+          price_per_hour: launched.pricePerHour,
+        },
         "instance launched",
       );
     } catch (error) {
@@ -215,42 +344,56 @@ export class Scheduler {
    * Never leak an instance: the provider's own list of this deployment's instances against the
    * database; whatever the database does not know, or has ended, is terminated until it is gone.
    */
-  async reconcile(now: number): Promise<void> {
-    const { store, provider, config, log, terminations } = this.#ctx;
+  async reconcile(provider: ComputeProvider, now: number): Promise<void> {
+    const { store, config, log, terminations } = this.#ctx;
     const listed = await provider.list({ [DEPLOYMENT_LABEL]: config.deploymentId });
     const ids = listed.flatMap((l) => (l.labels[INSTANCE_LABEL] ? [l.labels[INSTANCE_LABEL]] : []));
     const known = new Map((await store.listInstances({ ids })).map((i) => [i.id, i.state]));
     const found = strays(listed, config.deploymentId, (id) => known.get(id));
+    // One tracker serves every provider: its entries are `provider/instance`.
+    const key = (id: string) => `${provider.name}/${id}`;
     for (const stray of found) {
-      if (!terminations.shouldRequest(stray.providerInstanceId, now)) continue;
+      if (!terminations.shouldRequest(key(stray.providerInstanceId), now)) continue;
       log.warn(
         { provider: provider.name, provider_instance_id: stray.providerInstanceId, why: stray.why },
         "terminating a stray instance",
       );
       try {
         await provider.terminate(stray.providerInstanceId);
-        terminations.requested(stray.providerInstanceId);
+        terminations.requested(key(stray.providerInstanceId));
       } catch (error) {
-        terminations.failed(stray.providerInstanceId, (error as Error).message, now);
+        terminations.failed(key(stray.providerInstanceId), (error as Error).message, now);
         log.error(
           { err: error, provider: provider.name, provider_instance_id: stray.providerInstanceId },
           "terminating a stray instance failed; retrying",
         );
       }
     }
-    terminations.keepOnly(new Set(found.map((s) => s.providerInstanceId)));
+    terminations.keepOnly(new Set(found.map((s) => key(s.providerInstanceId))), (id) =>
+      id.startsWith(`${provider.name}/`),
+    );
   }
 
-  /** Ends instances that never booted, went silent, idled too long, or vanished at the provider. */
+  /**
+   * Ends instances that never booted in their provider's time, went silent, idled too long, or that
+   * their provider reports gone, failed or preempted. A preempted instance's jobs go back to the
+   * queue without spending an attempt: the user's retry budget is not theirs to lose to the market.
+   */
   async superviseInstances(now: number): Promise<void> {
-    const { store, provider, config } = this.#ctx;
-    const live = await store.listInstances({ provider: provider.name, states: LIVE_STATES });
+    const { store, config } = this.#ctx;
+    const live = await store.listInstances({ states: LIVE_STATES });
     for (const instance of live) {
+      const provider = this.#providerOf(instance);
+      if (!provider) continue;
       // After a restart of this scheduler, agents get the same grace as their leases to check in again.
       const silentFor = now - Math.max(instance.lastSeenAt ?? instance.createdAt, this.#startedAt);
       let reason: string | null = null;
-      if (instance.state === "provisioning" && now - instance.createdAt > BOOT_TIMEOUT_MS) {
-        reason = "agent did not register in time";
+      let preempted = false;
+      if (
+        instance.state === "provisioning" &&
+        now - instance.createdAt > provider.capabilities.bootTimeoutMs
+      ) {
+        reason = `agent did not register within ${Math.round(provider.capabilities.bootTimeoutMs / 1000)} s`;
       } else if (instance.state !== "provisioning" && silentFor > 3 * config.leaseS * 1000) {
         reason = `agent silent for ${Math.round(silentFor / 1000)} s`;
       } else if (
@@ -258,16 +401,40 @@ export class Scheduler {
         now - instance.stateChangedAt > config.idleTimeoutS * 1000
       ) {
         reason = `idle for more than ${config.idleTimeoutS} s`;
-      } else if (
-        instance.providerInstanceId &&
-        (await provider.describe(instance.providerInstanceId)) === "gone"
-      ) {
-        reason = "instance is gone at the provider";
+      } else if (instance.providerInstanceId && this.#describeDue(provider, instance, now)) {
+        const status = await provider.describe(instance.providerInstanceId);
+        if (status === "gone" || status === "failed") reason = `instance is ${status} at the provider`;
+        else if (status === "preempted" || status === "stopped") {
+          reason = `instance was ${status === "preempted" ? "preempted" : "stopped"} by its provider`;
+          preempted = true;
+        }
       }
       // Only from the state observed: an idle instance that just took a job is no longer idle.
       if (reason && (await this.terminate(instance, reason, [instance.state]))) {
-        if (instance.state === "provisioning") this.#bootFailed(instance, reason, now);
+        this.#describedAt.delete(instance.id);
+        if (instance.state === "provisioning") this.#bootFailed(provider, instance, reason, now);
+        if (preempted) await this.#requeuePreempted(instance);
       }
+    }
+  }
+
+  /** Local processes are cheap to check every tick; a cloud's API is asked every describeIntervalS. */
+  #describeDue(provider: ComputeProvider, instance: Instance, now: number): boolean {
+    if (provider.capabilities.listsPerHost) return true;
+    const last = this.#describedAt.get(instance.id) ?? Number.NEGATIVE_INFINITY;
+    if (now - last < this.#ctx.config.describeIntervalS * 1000) return false;
+    this.#describedAt.set(instance.id, now);
+    return true;
+  }
+
+  async #requeuePreempted(instance: Instance): Promise<void> {
+    const { store, log } = this.#ctx;
+    for (const job of await store.releaseHeldBy(instance.id, this.#ctx.now())) {
+      log.warn(
+        { instance_id: instance.id, job_id: job.id },
+        "job requeued after preemption (no attempt spent)",
+      );
+      await this.#hub.announceJobChange(job);
     }
   }
 
@@ -277,11 +444,23 @@ export class Scheduler {
     reason: string,
     from: readonly InstanceState[] = LIVE_STATES,
   ): Promise<boolean> {
-    const { store, provider, log } = this.#ctx;
+    const { store, log } = this.#ctx;
     if (!(await store.transitionInstance(instance.id, from, "terminated", this.#ctx.now(), reason)))
       return false;
     log.info({ instance_id: instance.id, reason }, "instance terminated");
-    if (instance.providerInstanceId) await provider.terminate(instance.providerInstanceId);
+    // A termination that fails here is retried by the reconciler: the instance is terminated in the
+    // database, so the provider's listing of it makes it a stray.
+    const provider = this.#providerOf(instance);
+    if (instance.providerInstanceId && provider) {
+      await provider
+        .terminate(instance.providerInstanceId)
+        .catch((error: unknown) =>
+          log.error(
+            { err: error, instance_id: instance.id },
+            "terminating at the provider failed; the reconciler retries",
+          ),
+        );
+    }
     return true;
   }
 
@@ -291,14 +470,17 @@ export class Scheduler {
    * release are released here, so the next server hands them out at once instead of after a lease.
    */
   async drain(graceMs: number): Promise<void> {
-    const { store, provider, log } = this.#ctx;
+    const provider = this.#local();
+    if (!provider) return;
+    const { store, log } = this.#ctx;
     const deadline = this.#ctx.now() + graceMs;
     const live = () => store.listInstances({ provider: provider.name, states: LIVE_STATES });
     const isRunningHere = async (instance: Instance) =>
       instance.providerInstanceId !== null &&
       (await provider.describe(instance.providerInstanceId)) === "running";
     while ((await live()).some((i) => i.state === "busy") && this.#ctx.now() < deadline) await sleep(200);
-    // Only this host's instances: other replicas' agents keep working for them.
+    // Only this host's instances: other replicas' agents keep working for them, and cloud instances'
+    // agents ride out the restart.
     const own: Instance[] = [];
     for (const instance of await live()) if (await isRunningHere(instance)) own.push(instance);
     for (const instance of own) await provider.terminate(instance.providerInstanceId!);
@@ -323,29 +505,44 @@ export class Scheduler {
     }
   }
 
-  #bootFailed(instance: Instance, reason: string, now: number): void {
-    const resumeAt = this.#launchBackoff.bootFailed(now);
+  #bootFailed(provider: ComputeProvider, instance: Instance, reason: string, now: number): void {
+    let backoff = this.#launchBackoff.get(provider.name);
+    if (!backoff) {
+      backoff = new LaunchBackoff();
+      this.#launchBackoff.set(provider.name, backoff);
+    }
+    const resumeAt = backoff.bootFailed(now);
     this.#ctx.log.error(
       {
         instance_id: instance.id,
+        provider: provider.name,
         reason,
-        failures_in_a_row: this.#launchBackoff.failuresInARow,
+        failures_in_a_row: backoff.failuresInARow,
         launches_resume_at: new Date(resumeAt).toISOString(),
       },
-      "instance ended before its agent registered; pausing launches (see the instance's agent.log)",
+      "instance ended before its agent registered; pausing launches on this provider (see its agent.log)",
     );
   }
 
-  async #markGone(providerInstanceId: string, reason: string): Promise<void> {
-    const { store, provider } = this.#ctx;
+  async #markGone(provider: ComputeProvider, providerInstanceId: string, reason: string): Promise<void> {
+    const { store } = this.#ctx;
     const live = await store.listInstances({ provider: provider.name, states: LIVE_STATES });
     const instance = live.find((i) => i.providerInstanceId === providerInstanceId);
     const now = this.#ctx.now();
     if (instance && (await store.transitionInstance(instance.id, LIVE_STATES, "terminated", now, reason))) {
       this.#ctx.log.warn({ instance_id: instance.id, reason }, "instance ended");
-      if (instance.state === "provisioning") this.#bootFailed(instance, reason, now);
+      if (instance.state === "provisioning") this.#bootFailed(provider, instance, reason, now);
     }
     // What the agent started (notebook runner, kernel) may outlive it; the provider ends those too.
     await provider.terminate(providerInstanceId);
   }
+}
+
+/** The GPUs an instance launched from `offer` has, as claims match them against jobs. */
+function gpusOf(offer: Offer): Instance["gpus"] {
+  return Array.from({ length: offer.gpuCount }, (_, index) => ({
+    index,
+    name: offer.gpu,
+    memoryMiB: offer.gpuMemoryGb * 1024,
+  }));
 }

@@ -69,7 +69,7 @@ export async function buildHttpApp(
   app.get("/healthz", { schema: { tags: ["ops"] } }, async () => ({
     status: ctx.draining ? "draining" : "ok",
     store: ctx.store.dialect,
-    provider: ctx.provider.name,
+    providers: ctx.providers.map((provider) => provider.name),
     version: options.version,
     // Stray instances the provider has not ended after repeated requests: still billed, act on them.
     instances_refusing_termination: ctx.terminations.alerts().map((alert) => ({

@@ -61,19 +61,20 @@ export async function startServer(config: Config): Promise<RunningServer> {
     workRoot: join(config.dataDir, "instances"),
     env: { HANGAR_PYTHON: config.python, ...modelSettings(process.env) },
   });
-  const offerSources = [
+  const cloudOptions = { maxInstances: config.cloudMaxInstances };
+  const providers = [
     provider,
-    runpodFromEnv(process.env),
-    vastFromEnv(process.env),
-    tensordockFromEnv(process.env),
+    runpodFromEnv(process.env, cloudOptions),
+    vastFromEnv(process.env, cloudOptions),
+    tensordockFromEnv(process.env, cloudOptions),
   ].filter((source) => source !== null);
   const terminations = new TerminationTracker(config.reconcileIntervalS * 1000);
   const ctx: AppContext = {
     config,
     store,
     blobs,
-    provider,
-    offers: new OfferBook(offerSources, { ttlMs: config.offersCacheS * 1000, now: Date.now }),
+    providers,
+    offers: new OfferBook(providers, { ttlMs: config.offersCacheS * 1000, now: Date.now }),
     terminations,
     metrics: new Metrics(store, terminations),
     log,
@@ -103,6 +104,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       store: store.dialect,
       blobs: config.blobStore.kind,
       gpus: gpus.length,
+      providers: providers.map((p) => p.name),
       data_dir: config.dataDir,
     },
     "hangar server started",

@@ -43,6 +43,7 @@ import type {
   NewInstance,
   NewJob,
   NotebookRecord,
+  Placement,
   Store,
   StoreCapabilities,
 } from "./store.ts";
@@ -362,6 +363,8 @@ export class KyselyStore implements Store {
         timeout_ms: job.timeoutMs,
         run_at: job.runAt,
         created_at: job.createdAt,
+        gpu_type: job.gpu?.type ?? null,
+        gpu_count: job.gpu?.count ?? 0,
       })
       .returningAll()
       .executeTakeFirstOrThrow();
@@ -409,6 +412,7 @@ export class KyselyStore implements Store {
         .where("status", "=", "queued")
         .where("batch_id", "is", null)
         .where("run_at", "<=", request.now)
+        .$if(request.placement !== undefined, (q) => q.where((eb) => placementFilter(eb, request.placement!)))
         .orderBy("priority", "desc")
         .orderBy("id")
         .limit(request.limit);
@@ -665,11 +669,12 @@ export class KyselyStore implements Store {
   async readyWork(now: number): Promise<ReadyWork> {
     const single = await this.#db
       .selectFrom("jobs")
-      .select((eb) => eb.fn.countAll<number>().as("n"))
+      .select(["gpu_type", "gpu_count", (eb) => eb.fn.countAll<number>().as("n")])
       .where("status", "=", "queued")
       .where("batch_id", "is", null)
       .where("run_at", "<=", now)
-      .executeTakeFirstOrThrow();
+      .groupBy(["gpu_type", "gpu_count"])
+      .execute();
     const batches = await this.#db
       .selectFrom("batches")
       .select(["model", "pending", "running", "max_concurrent"])
@@ -677,7 +682,10 @@ export class KyselyStore implements Store {
       .whereRef("running", "<", "max_concurrent")
       .execute();
     return {
-      jobs: Number(single.n),
+      jobs: single.filter((g) => g.gpu_type === null).reduce((sum, g) => sum + Number(g.n), 0),
+      gpuJobs: single.flatMap((g) =>
+        g.gpu_type === null ? [] : [{ type: g.gpu_type, count: Number(g.gpu_count), jobs: Number(g.n) }],
+      ),
       batches: batches.map((b) => ({
         model: b.model,
         startable: Math.min(Number(b.pending), Number(b.max_concurrent) - Number(b.running)),
@@ -1233,6 +1241,19 @@ function toDataset(row: Selectable<Database["datasets"]>): DatasetRecord {
     files: JSON.parse(row.files) as DatasetRecord["files"],
     createdAt: row.created_at,
   };
+}
+
+/** The jobs outside batches an instance with this placement may take. */
+function placementFilter(eb: ExpressionBuilder<Database, "jobs">, placement: Placement) {
+  const allowed = [];
+  if (placement.cpuJobs) allowed.push(eb("gpu_type", "is", null));
+  if (placement.anyGpu) allowed.push(eb("gpu_type", "is not", null));
+  else if (placement.gpu) {
+    allowed.push(
+      eb.and([eb("gpu_type", "=", placement.gpu.type), eb("gpu_count", "<=", placement.gpu.count)]),
+    );
+  }
+  return allowed.length > 0 ? eb.or(allowed) : eb.lit(false);
 }
 
 /** Log entries are numbered per attempt, so a batch re-sent after a lost response is stored once. */

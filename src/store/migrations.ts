@@ -192,6 +192,18 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0005_job_gpu": {
+    async up(db: Kysely<unknown>) {
+      // A job that asks for GPUs is claimed only by an instance that has them (or by this host when no
+      // cloud can launch GPUs); provisioning counts the demand per GPU type from these columns.
+      await db.schema.alterTable("jobs").addColumn("gpu_type", "text").execute();
+      await db.schema
+        .alterTable("jobs")
+        .addColumn("gpu_count", "integer", (c) => c.notNull().defaultTo(0))
+        .execute();
+      await db.schema.createIndex("jobs_gpu_queued").on("jobs").columns(["status", "gpu_type"]).execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

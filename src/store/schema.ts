@@ -56,6 +56,9 @@ export interface Database {
     compute: string | null;
     batch_id: string | null;
     result: string | null;
+    /** The GPU type a job asks for (Hangar's name), null for none; claims match it to instances. */
+    gpu_type: string | null;
+    gpu_count: Generated<number>;
   };
   batches: {
     id: string;

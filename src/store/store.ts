@@ -60,6 +60,24 @@ export interface NewJob {
   timeoutMs: number;
   runAt: number;
   createdAt: number;
+  /** GPUs the job needs; absent or null for none. */
+  gpu?: GpuRequirement | null;
+}
+
+export interface GpuRequirement {
+  /** Hangar's GPU type name (`RTX4090`). */
+  type: string;
+  count: number;
+}
+
+/** Which jobs outside batches an instance may take, from what it has. */
+export interface Placement {
+  /** Jobs that ask for no GPU (this host's instances; a cloud GPU is not spent on them). */
+  cpuJobs: boolean;
+  /** The instance's GPUs: it takes jobs asking for this type and at most this many. */
+  gpu: GpuRequirement | null;
+  /** Jobs asking for any GPU (this host, when no configured cloud can launch one). */
+  anyGpu: boolean;
 }
 
 export interface ClaimRequest {
@@ -70,6 +88,8 @@ export interface ClaimRequest {
   now: number;
   /** Recorded on the job as where this attempt runs. */
   compute?: JsonObject;
+  /** Absent: any job (workers in benchmarks and tests). */
+  placement?: Placement;
 }
 
 export interface LeaseRef {

@@ -189,8 +189,17 @@ describe("progress line", () => {
 describe("ready work", () => {
   it("counts a batch by the processes its startable children fill, not as one", () => {
     const perProcess = (model: string) => (model === "boltz2" ? 64 : 1);
-    assert.equal(readyUnits({ jobs: 0, batches: [{ model: "vina", startable: 20 }] }, perProcess), 20);
-    assert.equal(readyUnits({ jobs: 2, batches: [{ model: "boltz2", startable: 100 }] }, perProcess), 4);
-    assert.equal(readyUnits({ jobs: 0, batches: [{ model: "boltz2", startable: 0 }] }, perProcess), 0);
+    assert.equal(
+      readyUnits({ jobs: 0, gpuJobs: [], batches: [{ model: "vina", startable: 20 }] }, perProcess),
+      20,
+    );
+    assert.equal(
+      readyUnits({ jobs: 2, gpuJobs: [], batches: [{ model: "boltz2", startable: 100 }] }, perProcess),
+      4,
+    );
+    assert.equal(
+      readyUnits({ jobs: 0, gpuJobs: [], batches: [{ model: "boltz2", startable: 0 }] }, perProcess),
+      0,
+    );
   });
 });

@@ -6,11 +6,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
 import { promisify } from "node:util";
-import { CreateBucketCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
+import { ListObjectsV2Command } from "@aws-sdk/client-s3";
 import { REPO_ROOT } from "../../src/server/server.ts";
 import {
   azuriteConnectionString,
   S3RVER_CREDENTIALS,
+  s3BlobSettings,
+  s3rverClient,
   startAzurite,
   startS3rver,
 } from "../helpers/object-stores.ts";
@@ -51,21 +53,11 @@ describe("a notebook run with its blobs in an object store", () => {
     const s3 = await startS3rver();
     t.after(() => s3.close());
     const bucket = `hangar-e2e-${randomBytes(4).toString("hex")}`;
-    const client = new S3Client({
-      region: "us-east-1",
-      endpoint: s3.endpoint,
-      forcePathStyle: true,
-      credentials: S3RVER_CREDENTIALS,
-    });
+    const client = s3rverClient(s3.endpoint);
     t.after(() => client.destroy());
-    await client.send(new CreateBucketCommand({ Bucket: bucket }));
     const runId = await runExample(t, {
-      HANGAR_BLOB_STORE: "s3",
-      HANGAR_S3_BUCKET: bucket,
-      HANGAR_S3_ENDPOINT: s3.endpoint,
+      ...(await s3BlobSettings(s3.endpoint, bucket)),
       HANGAR_BLOB_PREFIX: "hangar/",
-      AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId,
-      AWS_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey,
     });
     const listed = await client.send(
       new ListObjectsV2Command({ Bucket: bucket, Prefix: `hangar/runs/${runId}/` }),

@@ -1,21 +1,82 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { buildSchema, graphql } from "graphql";
 import type { RunPodGpuType } from "../../src/providers/runpod/runpod-client.ts";
 import { FaultQueue, startEmulatorServer } from "./http.ts";
+import { InstanceHost } from "./instance-host.ts";
 
 /**
  * RunPod's GraphQL API as ../shared/reference/providers.md describes it: bearer key or `?api_key=`,
  * catalog queries (`gpuTypes`) answered without a key, client errors as HTTP 200 with an `errors`
- * array, invalid variables as HTTP 400, bad keys as 401. The catalog part of the schema only.
+ * array, invalid variables as HTTP 400, bad keys as 401. Catalog, account and pods: a deployed pod is
+ * RUNNING with a null `runtime` until its container starts (after a boot delay), then its
+ * `dockerArgs` really run here with the pod's env plus RUNPOD_POD_ID and a pod-scoped RUNPOD_API_KEY.
  */
+/** Fields the on-demand and the spot deploy inputs share. */
+const DEPLOY_FIELDS = `
+    name: String
+    imageName: String
+    cloudType: String
+    gpuTypeId: String
+    gpuCount: Int
+    volumeInGb: Int
+    containerDiskInGb: Int
+    minVcpuCount: Int
+    minMemoryInGb: Int
+    dockerArgs: String
+    ports: String
+    volumeMountPath: String
+    env: [EnvironmentVariableInput]
+    dataCenterId: String
+    countryCode: String
+`;
+
 const SCHEMA = buildSchema(`
   type Query {
     gpuTypes(input: GpuTypeFilter): [GpuType!]!
     myself: User
+    pod(input: PodFilter!): Pod
   }
   type Mutation {
     podTerminate(input: PodTerminateInput!): Boolean
+    podFindAndDeployOnDemand(input: PodFindAndDeployOnDemandInput!): Pod
+    podRentInterruptable(input: PodRentInterruptableInput!): Pod
+    podStop(input: PodStopInput!): Pod
+    podResume(input: PodResumeInput!): Pod
   }
   input PodTerminateInput { podId: String! }
+  input PodFilter { podId: String! }
+  input PodStopInput { podId: String! }
+  input PodResumeInput { podId: String!, gpuCount: Int }
+  input EnvironmentVariableInput { key: String!, value: String! }
+  input PodFindAndDeployOnDemandInput {
+${DEPLOY_FIELDS}
+    templateId: String
+    networkVolumeId: String
+    supportPublicIp: Boolean
+  }
+  input PodRentInterruptableInput {
+${DEPLOY_FIELDS}
+    bidPerGpu: Float
+  }
+  type Pod {
+    id: String!
+    name: String
+    desiredStatus: String
+    costPerHr: Float
+    gpuCount: Int
+    imageName: String
+    dockerArgs: String
+    env: [String]
+    machineId: String
+    podType: String
+    lastStatusChange: String
+    runtime: PodRuntime
+    machine: PodMachine
+  }
+  type PodRuntime { uptimeInSeconds: Int }
+  type PodMachine { podHostId: String, gpuDisplayName: String }
   input GpuTypeFilter { id: String }
   input GpuLowestPriceInput {
     gpuCount: Int
@@ -51,6 +112,7 @@ const SCHEMA = buildSchema(`
     clientBalance: Float
     currentSpendPerHr: Float
     spendLimit: Float
+    pods: [Pod!]!
   }
 `);
 
@@ -111,6 +173,24 @@ export const RUNPOD_CATALOG: EmulatedGpuType[] = [
   },
 ];
 
+/** A pod as the emulator keeps it. */
+export interface EmulatedPod {
+  id: string;
+  name: string;
+  desiredStatus: "RUNNING" | "EXITED" | "TERMINATED";
+  costPerHr: number;
+  gpuCount: number;
+  gpuTypeId: string;
+  imageName: string;
+  dockerArgs: string;
+  env: Record<string, string>;
+  machineId: string;
+  podType: "RESERVED" | "INTERRUPTABLE";
+  /** Null until the container is up, as RunPod answers. */
+  runtime: { uptimeInSeconds: number } | null;
+  lastStatusChange: string;
+}
+
 export interface RunPodEmulator {
   url: string;
   apiKey: string;
@@ -118,24 +198,116 @@ export interface RunPodEmulator {
   faults: FaultQueue;
   /** Queries received, in order. */
   requests: string[];
-  /** Pods by id, with their `desiredStatus`. */
-  pods: Map<string, { desiredStatus: "RUNNING" | "EXITED" | "TERMINATED" }>;
+  /** Every pod ever created (terminated ones too), by id. */
+  pods: Map<string, EmulatedPod>;
+  /** Where each pod's container runs its command (`dockerArgs`), as a local process. */
+  host: InstanceHost;
   /** A running pod and the pod-scoped key RunPod would set in it (`RUNPOD_API_KEY` inside the pod). */
   addPod(podId: string): { podKey: string };
   /** The next GraphQL answer carries this error (HTTP 200), as RunPod reports no capacity and outages. */
   failNextWith(message: string, code?: string): void;
+  /** The next deploy finds no machine for its specification. */
+  refuseNextLaunch(): void;
+  /** The next pod never starts its container: it stays RUNNING with a null runtime (stuck provisioning). */
+  stickNextBoot(): void;
+  /** RunPod takes a spot pod back: its container stops and the pod shows EXITED. */
+  preempt(podId: string): Promise<void>;
   close(): Promise<void>;
 }
 
-export async function startRunPodEmulator(apiKey = "rp_test_key"): Promise<RunPodEmulator> {
+const NO_CAPACITY =
+  "There are no longer any instances available with the requested specifications. Please refresh and try again.";
+
+export async function startRunPodEmulator(
+  apiKey = "rp_test_key",
+  options: { bootDelayMs?: number } = {},
+): Promise<RunPodEmulator> {
+  const bootDelayMs = options.bootDelayMs ?? 200;
   const catalog = structuredClone(RUNPOD_CATALOG);
   const faults = new FaultQueue();
   const requests: string[] = [];
   const graphqlErrors: { message: string; code: string }[] = [];
-  const pods = new Map<string, { desiredStatus: "RUNNING" | "EXITED" | "TERMINATED" }>();
+  const pods = new Map<string, EmulatedPod>();
   /** Pod-scoped keys: each may act on its own pod only. */
   const podKeys = new Map<string, string>();
+  const disks = await mkdtemp(join(tmpdir(), "runpod-emulator-"));
+  const host = new InstanceHost(disks);
   let caller: string | null = null;
+  let refuseNext = false;
+  let stickNext = false;
+  let graphqlUrl = "";
+  let podCount = 0;
+
+  const podKeyOf = (podId: string) => {
+    const podKey = `rp_pod_${podId}_key`;
+    podKeys.set(podKey, podId);
+    return podKey;
+  };
+  /** The container starts after the boot delay, with what RunPod sets inside every pod. */
+  const bootLater = (pod: EmulatedPod, stuck: boolean) => {
+    setTimeout(() => {
+      if (stuck || pod.desiredStatus !== "RUNNING" || host.isRunning(pod.id)) return;
+      pod.runtime = { uptimeInSeconds: 0 };
+      host.boot(pod.id, pod.dockerArgs, {
+        ...pod.env,
+        RUNPOD_POD_ID: pod.id,
+        RUNPOD_API_KEY: podKeyOf(pod.id),
+        RUNPOD_GRAPHQL_URL: graphqlUrl,
+        RUNPOD_GPU_COUNT: String(pod.gpuCount),
+      });
+    }, bootDelayMs).unref();
+  };
+  const view = (pod: EmulatedPod) => ({
+    ...pod,
+    env: Object.entries(pod.env).map(([key, value]) => `${key}=${value}`),
+    machine: { podHostId: `${pod.id}-host`, gpuDisplayName: pod.gpuTypeId },
+  });
+  const ownPod = (podId: string) => {
+    const pod = pods.get(podId);
+    if (!pod || pod.desiredStatus === "TERMINATED") throw new Error("pod not found");
+    if (caller !== apiKey && podKeys.get(caller ?? "") !== podId) throw new Error("Unauthorized");
+    return pod;
+  };
+  const deploy = (input: DeployInput, spot: boolean) => {
+    const type = catalog.find((t) => t.id === input.gpuTypeId);
+    if (!type) throw new Error(`GPU type ${input.gpuTypeId ?? "(none)"} does not exist`);
+    const gpuCount = input.gpuCount ?? 1;
+    if (refuseNext || type.stockStatus === "None" || gpuCount > type.maxGpuCount) {
+      refuseNext = false;
+      throw new Error(
+        spot ? NO_CAPACITY.replace("Please refresh and try again.", "Please try again later.") : NO_CAPACITY,
+      );
+    }
+    const secure = input.cloudType === "SECURE";
+    const perGpu = spot
+      ? (input.bidPerGpu ?? 0)
+      : ((secure ? type.securePrice : (type.communityPrice ?? type.securePrice)) ?? 0);
+    const minimumBid =
+      (secure ? type.secureSpotPrice : (type.communitySpotPrice ?? type.secureSpotPrice)) ?? 0;
+    if (spot && perGpu < minimumBid)
+      throw new Error(`Your bid is below the minimum bid of $${minimumBid}/hr.`);
+    const id = `pod${(++podCount).toString(36).padStart(6, "0")}${Math.random().toString(36).slice(2, 8)}`;
+    const pod: EmulatedPod = {
+      id,
+      name: input.name ?? id,
+      desiredStatus: "RUNNING",
+      // What RunPod bills: the host's price, here a cent above the catalog's lowest for on-demand.
+      costPerHr: Math.round((perGpu + (spot ? 0 : 0.01)) * gpuCount * 1000) / 1000,
+      gpuCount,
+      gpuTypeId: type.id,
+      imageName: input.imageName ?? "",
+      dockerArgs: input.dockerArgs ?? "",
+      env: Object.fromEntries((input.env ?? []).map((e) => [e.key, e.value])),
+      machineId: `m-${type.displayName.replaceAll(" ", "").toLowerCase()}-${podCount % 3}`,
+      podType: spot ? "INTERRUPTABLE" : "RESERVED",
+      runtime: null,
+      lastStatusChange: `Rented by User: ${new Date().toUTCString()}`,
+    };
+    pods.set(id, pod);
+    bootLater(pod, stickNext);
+    stickNext = false;
+    return view(pod);
+  };
 
   const rootValue = {
     gpuTypes: ({ input }: { input?: { id?: string } }) =>
@@ -158,12 +330,34 @@ export async function startRunPodEmulator(apiKey = "rp_test_key"): Promise<RunPo
             };
           },
         })),
-    podTerminate: ({ input }: { input: { podId: string } }) => {
+    podTerminate: async ({ input }: { input: { podId: string } }) => {
       const pod = pods.get(input.podId);
       if (!pod || pod.desiredStatus === "TERMINATED") throw new Error("pod not found to terminate");
       if (caller !== apiKey && podKeys.get(caller ?? "") !== input.podId) throw new Error("Unauthorized");
       pod.desiredStatus = "TERMINATED";
+      pod.runtime = null;
+      await host.halt(pod.id);
       return null;
+    },
+    pod: ({ input }: { input: { podId: string } }) => {
+      const pod = pods.get(input.podId);
+      return pod && pod.desiredStatus !== "TERMINATED" ? view(pod) : null;
+    },
+    podFindAndDeployOnDemand: ({ input }: { input: DeployInput }) => deploy(input, false),
+    podRentInterruptable: ({ input }: { input: DeployInput }) => deploy(input, true),
+    podStop: async ({ input }: { input: { podId: string } }) => {
+      const pod = ownPod(input.podId);
+      pod.desiredStatus = "EXITED";
+      pod.runtime = null;
+      await host.halt(pod.id);
+      return view(pod);
+    },
+    podResume: ({ input }: { input: { podId: string } }) => {
+      const pod = ownPod(input.podId);
+      if (pod.desiredStatus === "RUNNING") return view(pod);
+      pod.desiredStatus = "RUNNING";
+      bootLater(pod, false);
+      return view(pod);
     },
     myself: () => ({
       id: "user_emulated",
@@ -171,6 +365,7 @@ export async function startRunPodEmulator(apiKey = "rp_test_key"): Promise<RunPo
       clientBalance: 435.85,
       currentSpendPerHr: 0.001,
       spendLimit: 180,
+      pods: [...pods.values()].filter((p) => p.desiredStatus !== "TERMINATED").map(view),
     }),
   };
 
@@ -205,20 +400,63 @@ export async function startRunPodEmulator(apiKey = "rp_test_key"): Promise<RunPo
     // A request that never executed (bad syntax, bad variables) is a 400; resolver errors are 200.
     reply(result.data === undefined ? 400 : 200, result);
   });
+  graphqlUrl = `${server.origin}/graphql`;
   return {
-    url: `${server.origin}/graphql`,
+    url: graphqlUrl,
     apiKey,
     catalog,
     faults,
     requests,
     pods,
+    host,
     addPod: (podId) => {
-      const podKey = `rp_pod_${podId}_key`;
-      pods.set(podId, { desiredStatus: "RUNNING" });
-      podKeys.set(podKey, podId);
-      return { podKey };
+      pods.set(podId, {
+        id: podId,
+        name: podId,
+        desiredStatus: "RUNNING",
+        costPerHr: 0.34,
+        gpuCount: 1,
+        gpuTypeId: "NVIDIA GeForce RTX 4090",
+        imageName: "",
+        dockerArgs: "",
+        env: {},
+        machineId: "m-added",
+        podType: "RESERVED",
+        runtime: { uptimeInSeconds: 1 },
+        lastStatusChange: "",
+      });
+      return { podKey: podKeyOf(podId) };
     },
     failNextWith: (message, code = "BAD_USER_INPUT") => graphqlErrors.push({ message, code }),
-    close: server.close,
+    refuseNextLaunch: () => {
+      refuseNext = true;
+    },
+    stickNextBoot: () => {
+      stickNext = true;
+    },
+    preempt: async (podId) => {
+      const pod = pods.get(podId);
+      if (!pod) return;
+      pod.desiredStatus = "EXITED";
+      pod.runtime = null;
+      pod.lastStatusChange = `Exited by RunPod: spot instance interrupted ${new Date().toUTCString()}`;
+      await host.halt(podId);
+    },
+    close: async () => {
+      await host.haltAll();
+      await server.close();
+      await rm(disks, { recursive: true, force: true });
+    },
   };
 }
+
+type DeployInput = {
+  name?: string;
+  imageName?: string;
+  cloudType?: string;
+  gpuTypeId?: string;
+  gpuCount?: number;
+  dockerArgs?: string;
+  env?: { key: string; value: string }[];
+  bidPerGpu?: number;
+};

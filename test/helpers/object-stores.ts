@@ -6,6 +6,7 @@ import { type AddressInfo, connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { CreateBucketCommand, S3Client } from "@aws-sdk/client-s3";
 import { REPO_ROOT } from "../../src/server/server.ts";
 import { freePort } from "./server.ts";
 
@@ -17,6 +18,30 @@ export interface ObjectStoreServer {
 
 /** s3rver's fixed credentials. */
 export const S3RVER_CREDENTIALS = { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" };
+
+/** An S3 client for s3rver at `endpoint`. */
+export function s3rverClient(endpoint: string): S3Client {
+  return new S3Client({
+    region: "us-east-1",
+    endpoint,
+    forcePathStyle: true,
+    credentials: S3RVER_CREDENTIALS,
+  });
+}
+
+/** A server's settings for blobs in a new bucket of s3rver at `endpoint`. */
+export async function s3BlobSettings(endpoint: string, bucket: string): Promise<Record<string, string>> {
+  const client = s3rverClient(endpoint);
+  await client.send(new CreateBucketCommand({ Bucket: bucket }));
+  client.destroy();
+  return {
+    HANGAR_BLOB_STORE: "s3",
+    HANGAR_S3_BUCKET: bucket,
+    HANGAR_S3_ENDPOINT: endpoint,
+    AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey,
+  };
+}
 
 /** Azurite's documented development account (public, the same on every installation). */
 const AZURITE_ACCOUNT = "devstoreaccount1";

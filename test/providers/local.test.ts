@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { LocalProvider } from "../../src/providers/local/local-provider.ts";
+import { runComputeConformance } from "./compute-conformance.ts";
 import { runOfferSourceConformance } from "./offer-conformance.ts";
 
 const local = (gpus: { index: number; name: string; memoryMiB: number }[]) =>
@@ -54,6 +55,10 @@ describe("LocalProvider instances at the provider", () => {
       agentEnv: { HANGAR_INSTANCE_ID: "inst_listed" },
       gpus: [],
       labels: { hangar_deployment: deployment, hangar_instance: "inst_listed" },
+      offer: null,
+      image: "",
+      bootstrapCommand: "",
+      diskGb: 0,
     });
     t.after(() => provider.terminate(launched.providerInstanceId));
     assert.deepEqual(await provider.list({ hangar_deployment: deployment }), [
@@ -69,4 +74,21 @@ describe("LocalProvider instances at the provider", () => {
     }
     assert.deepEqual(await provider.list({ hangar_deployment: deployment }), []);
   });
+});
+
+runComputeConformance("local", async () => {
+  const workRoot = await mkdtemp(join(tmpdir(), "hangar-local-conformance-"));
+  const provider = new LocalProvider({
+    // Stands in for the agent: a process that lives until it is ended, with the agent's environment.
+    agentCommand: [process.execPath, "-e", "setInterval(() => {}, 1000)"],
+    maxInstances: 4,
+    gpus: [],
+    workRoot,
+  });
+  return {
+    provider,
+    offer: async () => null,
+    bootstrapCommand: "",
+    close: () => rm(workRoot, { recursive: true, force: true }),
+  };
 });

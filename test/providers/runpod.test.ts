@@ -1,8 +1,12 @@
 import assert from "node:assert/strict";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { ProviderApiError } from "../../src/providers/http.ts";
 import { RunPodClient, RunPodProvider } from "../../src/providers/runpod/index.ts";
 import { type RunPodEmulator, startRunPodEmulator } from "../emulators/runpod.ts";
+import { runComputeConformance } from "./compute-conformance.ts";
 import { FAST_RETRY, runOfferSourceConformance } from "./offer-conformance.ts";
 
 runOfferSourceConformance("runpod (emulator)", async () => {
@@ -94,6 +98,103 @@ describe("RunPod client and offers against the emulator", () => {
         n: "two",
       }),
       (err: unknown) => err instanceof ProviderApiError && err.status === 400 && !err.retryable,
+    );
+  });
+});
+
+runComputeConformance("runpod (emulator)", async () => {
+  const emulator = await startRunPodEmulator();
+  const client = new RunPodClient({ apiKey: emulator.apiKey, graphqlUrl: emulator.url, retry: FAST_RETRY });
+  const provider = new RunPodProvider(client);
+  return {
+    provider,
+    offer: async () =>
+      (await provider.offers({ gpu: "RTX4090" })).find((o) => o.id === "NVIDIA GeForce RTX 4090:COMMUNITY")!,
+    bootstrapCommand: "sleep 600",
+    faults: emulator.faults,
+    refuseNextLaunch: () => emulator.refuseNextLaunch(),
+    close: () => emulator.close(),
+  };
+});
+
+describe("RunPod pods against the emulator", () => {
+  let emulator: RunPodEmulator;
+  let provider: RunPodProvider;
+  before(async () => {
+    emulator = await startRunPodEmulator();
+    provider = new RunPodProvider(
+      new RunPodClient({ apiKey: emulator.apiKey, graphqlUrl: emulator.url, retry: FAST_RETRY }),
+    );
+  });
+  after(() => emulator.close());
+
+  const offer = async (id: string) => (await provider.offers({ gpu: "RTX4090" })).find((o) => o.id === id)!;
+  const spec = async (instanceId: string, offerId: string, command: string) => ({
+    instanceId,
+    agentEnv: { HANGAR_INSTANCE_ID: instanceId, HANGAR_NOTE: 'it\'s a "test" $HOME' },
+    gpus: [],
+    labels: { hangar_deployment: "dep-pods", hangar_instance: instanceId },
+    offer: await offer(offerId),
+    image: "nikolaik/python-nodejs:python3.12-nodejs24",
+    bootstrapCommand: command,
+    diskGb: 30,
+  });
+  const until = async (check: () => boolean, what: string) => {
+    for (let i = 0; i < 100 && !check(); i++) await sleep(50);
+    assert.ok(check(), what);
+  };
+
+  it("deploys the offer's cloud and GPU, runs the bootstrap command with the env and RunPod's own, and reports the billed price", async () => {
+    const launched = await provider.launch(
+      await spec(
+        "inst_env",
+        "NVIDIA GeForce RTX 4090:SECURE",
+        'printf "%s|%s|%s" "$HANGAR_NOTE" "$RUNPOD_POD_ID" "$HANGAR_LABEL_HANGAR_INSTANCE" > seen; sleep 600',
+      ),
+    );
+    const pod = emulator.pods.get(launched.providerInstanceId)!;
+    assert.deepEqual(
+      [pod.gpuTypeId, pod.gpuCount, pod.podType, pod.imageName],
+      ["NVIDIA GeForce RTX 4090", 1, "RESERVED", "nikolaik/python-nodejs:python3.12-nodejs24"],
+    );
+    assert.equal(launched.pricePerHour, pod.costPerHr, "the pod's costPerHr, not the quote");
+    assert.notEqual(launched.pricePerHour, (await offer("NVIDIA GeForce RTX 4090:SECURE")).pricePerHour);
+    const seen = join(emulator.host.pathOf(launched.providerInstanceId), "seen");
+    await until(() => existsSync(seen), "the bootstrap command ran");
+    assert.equal(
+      readFileSync(seen, "utf8"),
+      `it's a "test" $HOME|${launched.providerInstanceId}|inst_env`,
+      "quotes and $ survive dockerArgs; RunPod sets RUNPOD_POD_ID; labels travel in the env",
+    );
+    await provider.terminate(launched.providerInstanceId);
+    assert.equal(await provider.describe(launched.providerInstanceId), "gone");
+  });
+
+  it("is booting while the container is not up (runtime null), and a spot pod RunPod takes back is preempted", async () => {
+    emulator.stickNextBoot();
+    const stuck = await provider.launch(
+      await spec("inst_stuck", "NVIDIA GeForce RTX 4090:COMMUNITY", "sleep 600"),
+    );
+    await sleep(400);
+    assert.equal(await provider.describe(stuck.providerInstanceId), "booting", "stuck provisioning");
+    await provider.terminate(stuck.providerInstanceId);
+
+    const spot = await provider.launch(
+      await spec("inst_spot", "NVIDIA GeForce RTX 4090:COMMUNITY:SPOT", "sleep 600"),
+    );
+    assert.equal(emulator.pods.get(spot.providerInstanceId)?.podType, "INTERRUPTABLE");
+    await until(() => emulator.host.isRunning(spot.providerInstanceId), "the spot pod boots");
+    await emulator.preempt(spot.providerInstanceId);
+    assert.equal(await provider.describe(spot.providerInstanceId), "preempted");
+    await provider.terminate(spot.providerInstanceId);
+  });
+
+  it("turns no capacity into a retryable refusal", async () => {
+    emulator.refuseNextLaunch();
+    await assert.rejects(
+      provider.launch(await spec("inst_full", "NVIDIA GeForce RTX 4090:COMMUNITY", "sleep 600")),
+      (error: unknown) =>
+        error instanceof ProviderApiError && error.retryable && /no longer any instances/.test(error.message),
     );
   });
 });

@@ -5,7 +5,7 @@ import { availableParallelism, hostname, totalmem } from "node:os";
 import { join } from "node:path";
 import type { GpuAssignment } from "../../domain/instance.ts";
 import { canonicalGpu, type Offer, type OfferQuery } from "../../domain/offers.ts";
-import type { ListedInstance } from "../../domain/reconcile.ts";
+import { hasLabels, type ListedInstance, labelsAsEnv, labelsFromEnv } from "../../domain/reconcile.ts";
 import type {
   ComputeProvider,
   LaunchResult,
@@ -41,7 +41,13 @@ export class LocalProvider implements ComputeProvider {
   constructor(options: LocalProviderOptions) {
     this.#options = options;
     this.maxInstances = options.maxInstances;
-    this.capabilities = { gpus: options.gpus.length > 0, listsPerHost: true };
+    this.capabilities = {
+      gpus: options.gpus.length > 0,
+      listsPerHost: true,
+      launchesOffers: false,
+      stopResume: false,
+      bootTimeoutMs: 120_000,
+    };
   }
 
   /** This machine, priced at 0: one offer per GPU type it has, or one CPU offer. */
@@ -95,7 +101,7 @@ export class LocalProvider implements ComputeProvider {
         // Agents on one host share its cores: each runs its share of side-by-side model processes.
         HANGAR_AGENT_CORES: String(Math.max(1, Math.floor(availableParallelism() / this.maxInstances))),
         HANGAR_WORK_DIR: workDir,
-        ...labelEnv(spec.labels),
+        ...labelsAsEnv(spec.labels),
       },
       stdio: ["ignore", logFd, logFd],
       detached: true,
@@ -148,7 +154,7 @@ export class LocalProvider implements ComputeProvider {
     for (const pid of pids) {
       if (!/^\d+$/.test(pid)) continue;
       const agent = agentProcess(Number(pid));
-      if (agent && Object.entries(labels).every(([key, value]) => agent.labels[key] === value)) {
+      if (agent && hasLabels(agent.labels, labels)) {
         listed.push({ providerInstanceId: `${hostname()}:${pid}`, labels: agent.labels });
       }
     }
@@ -191,15 +197,6 @@ function inheritedEnv(env: NodeJS.ProcessEnv): Record<string, string> {
   );
 }
 
-/** Labels travel in the agent's environment, where `list` reads them back: HANGAR_LABEL_<KEY>. */
-const LABEL_PREFIX = "HANGAR_LABEL_";
-
-function labelEnv(labels: Readonly<Record<string, string>>): Record<string, string> {
-  return Object.fromEntries(
-    Object.entries(labels).map(([key, value]) => [`${LABEL_PREFIX}${key.toUpperCase()}`, value]),
-  );
-}
-
 /** A live process as /proc shows it: its group, and its environment; null when free or a zombie. */
 function liveProcess(pid: number): { pgrp: number; environ: string[] } | null {
   let stat: string;
@@ -221,13 +218,7 @@ const isAgentEnv = (environ: string[]) => environ.some((v) => v.startsWith("HANG
 function agentProcess(pid: number): { labels: Record<string, string> } | null {
   const live = liveProcess(pid);
   if (live === null || live.pgrp !== pid || !isAgentEnv(live.environ)) return null;
-  const labels: Record<string, string> = {};
-  for (const entry of live.environ) {
-    if (!entry.startsWith(LABEL_PREFIX)) continue;
-    const eq = entry.indexOf("=");
-    labels[entry.slice(LABEL_PREFIX.length, eq).toLowerCase()] = entry.slice(eq + 1);
-  }
-  return { labels };
+  return { labels: labelsFromEnv(live.environ) };
 }
 
 /**

@@ -23,6 +23,40 @@ export interface RunPodGpuType {
   } | null;
 }
 
+/** A pod as `pod(input:{podId})` and `myself { pods }` describe it. `runtime` is null until the container is up. */
+export interface RunPodPod {
+  id: string;
+  name: string;
+  desiredStatus: "RUNNING" | "EXITED" | "TERMINATED" | "CREATED" | "RESTARTING" | "PAUSED";
+  costPerHr: number;
+  gpuCount: number;
+  imageName: string;
+  /** `KEY=VALUE` strings. */
+  env: string[] | null;
+  machineId: string | null;
+  podType: "RESERVED" | "INTERRUPTABLE" | null;
+  lastStatusChange: string | null;
+  runtime: { uptimeInSeconds: number | null } | null;
+}
+
+/** What `podFindAndDeployOnDemand` and `podRentInterruptable` take. */
+export interface RunPodDeployInput {
+  name: string;
+  imageName: string;
+  cloudType: "ALL" | "SECURE" | "COMMUNITY";
+  gpuTypeId: string;
+  gpuCount: number;
+  containerDiskInGb: number;
+  volumeInGb: number;
+  dockerArgs: string;
+  env: { key: string; value: string }[];
+  /** Spot only: USD per GPU-hour. */
+  bidPerGpu?: number;
+}
+
+const POD_FIELDS =
+  "id name desiredStatus costPerHr gpuCount imageName env machineId podType lastStatusChange runtime { uptimeInSeconds }";
+
 /** Messages RunPod sends (with HTTP 200) when a request may succeed later. */
 const RETRYABLE_MESSAGE = /no longer any instances available|try again later/i;
 
@@ -71,6 +105,72 @@ export class RunPodClient {
       );
     }
     return answer.data;
+  }
+
+  /** Deploys an on-demand pod, or a spot one when `bidPerGpu` is given; answers the new pod's id and host. */
+  async deployPod(input: RunPodDeployInput): Promise<{ id: string; machineId: string | null }> {
+    const { bidPerGpu, ...common } = input;
+    if (bidPerGpu !== undefined) {
+      const data = await this.query<{ podRentInterruptable: { id: string; machineId: string | null } }>(
+        `mutation Rent($input: PodRentInterruptableInput!) { podRentInterruptable(input: $input) { id machineId } }`,
+        { input: { ...common, bidPerGpu } },
+      );
+      return data.podRentInterruptable;
+    }
+    const data = await this.query<{ podFindAndDeployOnDemand: { id: string; machineId: string | null } }>(
+      `mutation Deploy($input: PodFindAndDeployOnDemandInput!) { podFindAndDeployOnDemand(input: $input) { id machineId } }`,
+      { input: common },
+    );
+    return data.podFindAndDeployOnDemand;
+  }
+
+  /** The pod, or null when RunPod does not know it (any more). */
+  async pod(podId: string): Promise<RunPodPod | null> {
+    try {
+      const data = await this.query<{ pod: RunPodPod | null }>(
+        `query Pod($podId: String!) { pod(input: { podId: $podId }) { ${POD_FIELDS} } }`,
+        { podId },
+      );
+      return data.pod;
+    } catch (error) {
+      // Unconfirmed whether an unknown pod is a null `pod` or an error; both mean it is gone.
+      if (error instanceof ProviderApiError && /not found/i.test(error.message)) return null;
+      throw error;
+    }
+  }
+
+  async myPods(): Promise<RunPodPod[]> {
+    const data = await this.query<{ myself: { pods: RunPodPod[] } | null }>(
+      `query Pods { myself { pods { ${POD_FIELDS} } } }`,
+    );
+    return data.myself?.pods ?? [];
+  }
+
+  /** Idempotent: RunPod's "pod not found to terminate" means it is already gone. */
+  async terminatePod(podId: string): Promise<void> {
+    try {
+      await this.query(`mutation Terminate($podId: String!) { podTerminate(input: { podId: $podId }) }`, {
+        podId,
+      });
+    } catch (error) {
+      if (!(error instanceof ProviderApiError && /not found to terminate/i.test(error.message))) throw error;
+    }
+  }
+
+  async stopPod(podId: string): Promise<void> {
+    await this.query(
+      `mutation Stop($podId: String!) { podStop(input: { podId: $podId }) { id desiredStatus } }`,
+      {
+        podId,
+      },
+    );
+  }
+
+  async resumePod(podId: string, gpuCount: number): Promise<void> {
+    await this.query(
+      `mutation Resume($podId: String!, $gpuCount: Int!) { podResume(input: { podId: $podId, gpuCount: $gpuCount }) { id desiredStatus } }`,
+      { podId, gpuCount },
+    );
   }
 
   async gpuTypes(gpuCount: number): Promise<RunPodGpuType[]> {

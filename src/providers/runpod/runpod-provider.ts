@@ -1,19 +1,38 @@
+import type { GpuAssignment } from "../../domain/instance.ts";
 import { canonicalGpu, machinePrice, type Offer, type OfferQuery } from "../../domain/offers.ts";
-import type { OfferSource } from "../provider.ts";
-import type { RunPodClient, RunPodGpuType } from "./runpod-client.ts";
+import { hasLabels, type ListedInstance, labelsAsEnv, labelsFromEnv } from "../../domain/reconcile.ts";
+import type {
+  ComputeProvider,
+  LaunchResult,
+  LaunchSpec,
+  ProviderCapabilities,
+  ProviderInstanceStatus,
+} from "../provider.ts";
+import type { RunPodClient, RunPodGpuType, RunPodPod } from "./runpod-client.ts";
 
 /**
- * RunPod as an offer source. Each GPU type yields up to four offers: community and secure cloud,
- * on-demand and spot (spot is best effort: RunPod dropped it from its docs in May 2026 but the
- * schema still quotes it). A type whose stock is `None` for the count asked is not offered at all,
- * so a stale quote cannot send a launch into "no capacity".
+ * RunPod: offers from the catalog, and pods. Each GPU type yields up to four offers: community and
+ * secure cloud, on-demand and spot (spot is best effort: RunPod dropped it from its docs in May 2026
+ * but the schema still quotes it). A type whose stock is `None` for the count asked is not offered
+ * at all, so a stale quote cannot send a launch into "no capacity". Pods have no labels: Hangar's
+ * travel in the pod's environment, which RunPod lists back.
  */
-export class RunPodProvider implements OfferSource {
+export class RunPodProvider implements ComputeProvider {
   readonly name = "runpod";
+  readonly capabilities: ProviderCapabilities = {
+    gpus: true,
+    listsPerHost: false,
+    launchesOffers: true,
+    stopResume: true,
+    // Pods are known to sit provisioning for many minutes before RunPod gives up on a host.
+    bootTimeoutMs: 20 * 60_000,
+  };
+  readonly maxInstances: number;
   readonly #client: RunPodClient;
 
-  constructor(client: RunPodClient) {
+  constructor(client: RunPodClient, options: { maxInstances?: number } = {}) {
     this.#client = client;
+    this.maxInstances = options.maxInstances ?? 16;
   }
 
   async offers(query: OfferQuery): Promise<Offer[]> {
@@ -22,6 +41,87 @@ export class RunPodProvider implements OfferSource {
     const fetchedAt = Date.now();
     return types.flatMap((type) => offersOf(type, gpuCount, fetchedAt));
   }
+
+  allocateGpus(): GpuAssignment[] {
+    return [];
+  }
+
+  async launch(spec: LaunchSpec): Promise<LaunchResult> {
+    if (!spec.offer) throw new Error("runpod: a launch needs an offer");
+    const { gpuTypeId, cloudType, spot } = parseOfferId(spec.offer.id);
+    const env = { ...spec.agentEnv, ...labelsAsEnv(spec.labels) };
+    const deployed = await this.#client.deployPod({
+      name: `hangar-${spec.instanceId}`,
+      imageName: spec.image,
+      cloudType,
+      gpuTypeId,
+      gpuCount: spec.offer.gpuCount,
+      containerDiskInGb: spec.diskGb,
+      volumeInGb: 0,
+      dockerArgs: `sh -c ${shellQuote(spec.bootstrapCommand)}`,
+      env: Object.entries(env).map(([key, value]) => ({ key, value })),
+      ...(spot ? { bidPerGpu: spec.offer.pricePerHour / Math.max(1, spec.offer.gpuCount) } : {}),
+    });
+    // The price billed is the created pod's `costPerHr`, which can differ from the catalog's quote.
+    const pod = await this.#client.pod(deployed.id);
+    return {
+      providerInstanceId: deployed.id,
+      machineId: deployed.machineId ?? pod?.machineId ?? deployed.id,
+      pricePerHour: pod?.costPerHr ?? spec.offer.pricePerHour,
+    };
+  }
+
+  async describe(providerInstanceId: string): Promise<ProviderInstanceStatus> {
+    return podStatus(await this.#client.pod(providerInstanceId));
+  }
+
+  async list(labels: Readonly<Record<string, string>>): Promise<ListedInstance[]> {
+    const pods = await this.#client.myPods();
+    return pods
+      .filter((pod) => pod.desiredStatus !== "TERMINATED")
+      .map((pod) => ({ providerInstanceId: pod.id, labels: labelsFromEnv(pod.env ?? []) }))
+      .filter((pod) => hasLabels(pod.labels, labels));
+  }
+
+  terminate(providerInstanceId: string): Promise<void> {
+    return this.#client.terminatePod(providerInstanceId);
+  }
+
+  stop(providerInstanceId: string): Promise<void> {
+    return this.#client.stopPod(providerInstanceId);
+  }
+
+  async resume(providerInstanceId: string): Promise<void> {
+    const pod = await this.#client.pod(providerInstanceId);
+    await this.#client.resumePod(providerInstanceId, pod?.gpuCount ?? 1);
+  }
+}
+
+/**
+ * RUNNING with a null `runtime` is a pod whose container is not up yet. An interruptible pod that
+ * RunPod exited is taken to be preempted: Hangar stops pods only to resume them, never spot ones.
+ */
+function podStatus(pod: RunPodPod | null): ProviderInstanceStatus {
+  if (pod === null || pod.desiredStatus === "TERMINATED") return "gone";
+  if (pod.desiredStatus === "EXITED") return pod.podType === "INTERRUPTABLE" ? "preempted" : "stopped";
+  if (pod.desiredStatus === "RUNNING") return pod.runtime === null ? "booting" : "running";
+  return "booting";
+}
+
+/** Offer ids are `<gpuTypeId>:<COMMUNITY|SECURE>[:SPOT]`, as `offersOf` builds them. */
+function parseOfferId(id: string): { gpuTypeId: string; cloudType: "COMMUNITY" | "SECURE"; spot: boolean } {
+  const match = /^(.+):(COMMUNITY|SECURE)(:SPOT)?$/.exec(id);
+  if (!match) throw new Error(`runpod: "${id}" is not a RunPod offer id`);
+  return {
+    gpuTypeId: match[1]!,
+    cloudType: match[2] as "COMMUNITY" | "SECURE",
+    spot: match[3] !== undefined,
+  };
+}
+
+/** One shell word: RunPod hands `dockerArgs` to the container as its command line. */
+function shellQuote(text: string): string {
+  return `'${text.replaceAll("'", `'\\''`)}'`;
 }
 
 function offersOf(type: RunPodGpuType, gpuCount: number, fetchedAt: number): Offer[] {

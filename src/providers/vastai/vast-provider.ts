@@ -1,6 +1,15 @@
+import type { GpuAssignment } from "../../domain/instance.ts";
 import { canonicalGpu, type Offer, type OfferQuery } from "../../domain/offers.ts";
-import type { OfferSource } from "../provider.ts";
-import type { VastClient, VastOffer, VastSearch } from "./vast-client.ts";
+import { hasLabels, type ListedInstance } from "../../domain/reconcile.ts";
+import { ProviderApiError } from "../http.ts";
+import type {
+  ComputeProvider,
+  LaunchResult,
+  LaunchSpec,
+  ProviderCapabilities,
+  ProviderInstanceStatus,
+} from "../provider.ts";
+import type { VastClient, VastInstance, VastOffer, VastSearch } from "./vast-client.ts";
 
 /**
  * Vast's own names for each GPU type Hangar knows, as its search lists them (`gpu_name` must match
@@ -32,13 +41,31 @@ function vastGpuNames(wanted: string): string[] {
 /** Offers asked of Vast per query: its search is cheapest first, so these are the cheapest. */
 const SEARCH_LIMIT = 64;
 
-/** Vast.ai as an offer source: the marketplace's rentable, unrented machines, on-demand or bid (spot). */
-export class VastProvider implements OfferSource {
+/**
+ * Vast.ai: offers are the marketplace's rentable, unrented machines (asks), on-demand or bid (spot);
+ * an instance is a container on the ask's machine. It runs `spec.image` in Vast's `args` launch mode,
+ * which keeps the image as it is (the ssh and jupyter modes replace its entrypoint with Vast's own
+ * and need an image their injected setup works in), with `sh -c <bootstrap command>` as its
+ * entrypoint: any image with a shell runs the bootstrap command, and the container ends with it.
+ */
+export class VastProvider implements ComputeProvider {
   readonly name = "vastai";
+  readonly capabilities: ProviderCapabilities = {
+    gpus: true,
+    listsPerHost: false,
+    launchesOffers: true,
+    stopResume: true,
+    // An image pull on a marketplace host with a slow link takes minutes.
+    bootTimeoutMs: 10 * 60_000,
+  };
+  readonly maxInstances: number;
   readonly #client: VastClient;
+  /** Instances this provider stopped: stopped by request, not outbid (Vast shows both alike). */
+  readonly #stopped = new Set<string>();
 
-  constructor(client: VastClient) {
+  constructor(client: VastClient, options: { maxInstances?: number } = {}) {
     this.#client = client;
+    this.maxInstances = options.maxInstances ?? 16;
   }
 
   async offers(query: OfferQuery): Promise<Offer[]> {
@@ -52,6 +79,131 @@ export class VastProvider implements OfferSource {
     );
     return found.flat().filter((offer) => offer.pricePerHour > 0);
   }
+
+  allocateGpus(): GpuAssignment[] {
+    return [];
+  }
+
+  /** Rents the offer's ask: on demand, or a bid at the offer's price for a spot offer. */
+  async launch(spec: LaunchSpec): Promise<LaunchResult> {
+    if (spec.offer?.provider !== this.name) throw new Error("vastai: a launch needs a Vast.ai offer");
+    const contract = String(
+      await this.#client.createInstance(spec.offer.id, {
+        client_id: "me",
+        image: spec.image,
+        disk: spec.diskGb,
+        label: encodeLabels(spec.labels),
+        env: spec.agentEnv,
+        onstart: "sh",
+        runtype: "args",
+        args: ["-c", spec.bootstrapCommand],
+        price: spec.offer.spot ? spec.offer.pricePerHour : null,
+      }),
+    );
+    // The price billed is the instance's own `dph_total` (its disk included), not the offer's quote.
+    // An instance that cannot be read back is destroyed: a launch returns a known instance or nothing.
+    const instance = await this.#client.showInstance(contract).catch(async (error: unknown) => {
+      await this.#client.destroyInstance(contract);
+      throw error;
+    });
+    if (instance === null) {
+      await this.#client.destroyInstance(contract);
+      throw new ProviderApiError(
+        "vastai",
+        404,
+        `instance ${contract} was not found right after it was created`,
+        true,
+      );
+    }
+    return {
+      providerInstanceId: contract,
+      machineId: String(instance.machine_id),
+      pricePerHour: instance.dph_total,
+    };
+  }
+
+  async describe(providerInstanceId: string): Promise<ProviderInstanceStatus> {
+    const instance = await this.#client.showInstance(providerInstanceId);
+    return instance === null ? "gone" : statusOf(instance, this.#stopped.has(providerInstanceId));
+  }
+
+  /** Vast lists live instances only: a destroyed one is no longer in the list. */
+  async list(labels: Readonly<Record<string, string>>): Promise<ListedInstance[]> {
+    const instances = await this.#client.listInstances();
+    return instances
+      .map((instance) => ({ providerInstanceId: String(instance.id), labels: decodeLabels(instance.label) }))
+      .filter((instance) => hasLabels(instance.labels, labels));
+  }
+
+  async terminate(providerInstanceId: string): Promise<void> {
+    await this.#client.destroyInstance(providerInstanceId);
+    this.#stopped.delete(providerInstanceId);
+  }
+
+  async stop(providerInstanceId: string): Promise<void> {
+    // Noted first: a stop whose answer was lost may still have been made.
+    this.#stopped.add(providerInstanceId);
+    await this.#client.setState(providerInstanceId, "stopped");
+  }
+
+  async resume(providerInstanceId: string): Promise<void> {
+    await this.#client.setState(providerInstanceId, "running");
+    this.#stopped.delete(providerInstanceId);
+  }
+}
+
+/** What Docker answers when the container cannot be created from the image (a bad image, a host fault). */
+const BOOT_FAILED = /OCI runtime create failed/i;
+
+/**
+ * Hangar's status of a Vast instance. `actual_status` is the container's; the contract's states say
+ * why a container that is not running is down:
+ * - `intended_status` stopped: all three stopped is the documented outbid state, and also what a
+ *   stop by request looks like. Stopped when this provider asked for it, or the instance is on
+ *   demand (only bids are outbid); else preempted. A bid this server stopped before a restart then
+ *   reads as preempted: down either way.
+ * - wanted running but `cur_state` and `next_state` stopped: Vast holds it down with no start
+ *   planned, against its owner's wish: preempted.
+ * - otherwise wanted running: a container on its way up (a start Vast has accepted, maybe queued
+ *   for its GPU), or one whose command has ended, which the agent's silence then reveals.
+ * `frozen`, `unknown` and anything new (a host gone offline) are not for Hangar to read.
+ */
+function statusOf(instance: VastInstance, stoppedByRequest: boolean): ProviderInstanceStatus {
+  const { actual_status: actual, cur_state: current, next_state: next } = instance;
+  if (actual === "running") return "running";
+  if (actual === "created" && BOOT_FAILED.test(instance.status_msg ?? "")) return "failed";
+  if (instance.intended_status === "stopped") {
+    return stoppedByRequest || instance.is_bid === false ? "stopped" : "preempted";
+  }
+  if (current === "stopped" && next === "stopped") return "preempted";
+  if (actual === null || ["loading", "created", "exited", "stopped"].includes(actual)) return "booting";
+  return "unknown";
+}
+
+/**
+ * Vast has one free-text `label` per instance: Hangar's labels go in it as `key=value` pairs joined
+ * by `;`, each part URI-encoded so a `;` or `=` in a value cannot split it. How long a label may be
+ * is not confirmed (60 characters are known to work; Hangar's two labels take about that).
+ */
+function encodeLabels(labels: Readonly<Record<string, string>>): string {
+  return Object.entries(labels)
+    .map(([key, value]) => `${encodeURIComponent(key)}=${encodeURIComponent(value)}`)
+    .join(";");
+}
+
+/** Hangar's labels in an instance's `label`; none in a label someone else wrote. */
+function decodeLabels(label: string | null): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const part of (label ?? "").split(";")) {
+    const eq = part.indexOf("=");
+    if (eq <= 0) continue;
+    try {
+      labels[decodeURIComponent(part.slice(0, eq))] = decodeURIComponent(part.slice(eq + 1));
+    } catch {
+      // Not an encoding of Hangar's: not a label.
+    }
+  }
+  return labels;
 }
 
 /** The query in Vast's search language, so the provider does the filtering it can. */
@@ -84,5 +236,7 @@ function toOffer(offer: VastOffer, spot: boolean, fetchedAt: number): Offer {
     pricePerHour: spot ? (offer.min_bid ?? 0) : offer.dph_total,
     reliability: offer.reliability,
     fetchedAt,
+    // Launches skip a machine whose history is bad: Vast names the host behind each ask.
+    machineId: String(offer.machine_id),
   };
 }

@@ -1,0 +1,97 @@
+import type { GpuAssignment } from "./instance.ts";
+import { canonicalGpu, type Offer } from "./offers.ts";
+
+/** Jobs waiting for one GPU shape. */
+export interface GpuDemand {
+  type: string;
+  count: number;
+  jobs: number;
+}
+
+/** A live cloud instance as provisioning sees it. */
+export interface GpuInstance {
+  gpuType: string | null;
+  gpuCount: number;
+  /** Running a job now; any other live state (booting, idle) can take the next one. */
+  busy: boolean;
+}
+
+/** How many instances to launch for one GPU shape. */
+export interface LaunchNeed {
+  type: string;
+  count: number;
+  launches: number;
+}
+
+/**
+ * Instances to launch per GPU shape: the jobs waiting for it, less the live instances that will take
+ * them (booting or idle, with that type and at least that many GPUs). Each instance is counted for
+ * one shape only, the first it fits, so two shapes never both count on the same idle machine.
+ */
+export function launchNeeds(demand: readonly GpuDemand[], instances: readonly GpuInstance[]): LaunchNeed[] {
+  const free = instances.filter((i) => !i.busy && i.gpuType !== null).map((i) => ({ ...i, taken: false }));
+  const needs: LaunchNeed[] = [];
+  for (const shape of [...demand].sort((a, b) => b.count - a.count)) {
+    let covered = 0;
+    for (const instance of free) {
+      if (covered >= shape.jobs) break;
+      if (!instance.taken && instance.gpuType === shape.type && instance.gpuCount >= shape.count) {
+        instance.taken = true;
+        covered++;
+      }
+    }
+    if (shape.jobs > covered)
+      needs.push({ type: shape.type, count: shape.count, launches: shape.jobs - covered });
+  }
+  return needs;
+}
+
+/**
+ * The offers to try for one GPU shape, in order: launchable, of that type with at least that many
+ * GPUs, on-demand before spot unless spot is asked for, cheapest first; offers on machines the
+ * history skips are left out. The first is the Coldstart choice; the rest are where a refused launch
+ * (no capacity) goes next.
+ */
+export function candidateOffers(
+  offers: readonly Offer[],
+  need: { type: string; count: number },
+  options: { launchable: (provider: string) => boolean; spot: boolean; skipped?: (offer: Offer) => boolean },
+): Offer[] {
+  return offers
+    .filter(
+      (offer) =>
+        options.launchable(offer.provider) &&
+        offer.gpu === need.type &&
+        offer.gpuCount >= need.count &&
+        offer.spot === options.spot &&
+        !options.skipped?.(offer),
+    )
+    .sort((a, b) => a.pricePerHour - b.pricePerHour || a.provider.localeCompare(b.provider));
+}
+
+/** Which jobs outside batches an instance may claim (the store's Placement). */
+export interface InstancePlacement {
+  cpuJobs: boolean;
+  gpu: { type: string; count: number } | null;
+  anyGpu: boolean;
+}
+
+/**
+ * What an instance takes: this host's instances take jobs without GPUs and batches, and every GPU
+ * job while no configured cloud can launch GPUs (they run here, on CPU if need be, and say so); a
+ * cloud instance takes only jobs asking for its GPU type, at most as many as it has, so a rented GPU
+ * is never spent on work this host could do.
+ */
+export function placementOf(
+  instance: { gpus: readonly GpuAssignment[] },
+  where: { onThisHost: boolean; cloudsLaunchGpus: boolean },
+): InstancePlacement {
+  const first = instance.gpus[0];
+  return {
+    cpuJobs: where.onThisHost,
+    gpu: first
+      ? { type: canonicalGpu(first.name, first.memoryMiB / 1024), count: instance.gpus.length }
+      : null,
+    anyGpu: where.onThisHost && !where.cloudsLaunchGpus,
+  };
+}

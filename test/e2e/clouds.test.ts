@@ -1,0 +1,194 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it, type TestContext } from "node:test";
+import { promisify } from "node:util";
+import { RunPodClient } from "../../src/providers/runpod/runpod-client.ts";
+import { REPO_ROOT } from "../../src/server/server.ts";
+import { type RunPodEmulator, startRunPodEmulator } from "../emulators/runpod.ts";
+import { startVastEmulator } from "../emulators/vastai.ts";
+import { s3BlobSettings, startS3rver } from "../helpers/object-stores.ts";
+import { type ServerProcess, spawnServer, stopServer, TEST_API_KEY, waitFor } from "../helpers/server.ts";
+
+const exec = promisify(execFile);
+
+/** Blobs in S3 (s3rver): a cloud instance cannot read the server's disk. */
+async function s3Settings(t: TestContext): Promise<Record<string, string>> {
+  const s3 = await startS3rver();
+  t.after(() => s3.close());
+  return s3BlobSettings(s3.endpoint, `hangar-clouds-${randomBytes(4).toString("hex")}`);
+}
+
+/** A server whose GPU work goes to the emulated RunPod; cloud state is checked every second. */
+async function serverWithRunPod(t: TestContext, runpod: RunPodEmulator, extra: Record<string, string> = {}) {
+  const server = await spawnServer({
+    ...(await s3Settings(t)),
+    RUNPOD_API_KEY: runpod.apiKey,
+    RUNPOD_GRAPHQL_URL: runpod.url,
+    HANGAR_DESCRIBE_INTERVAL_S: "1",
+    HANGAR_RECONCILE_INTERVAL_S: "1",
+    ...extra,
+  });
+  t.after(() => stopServer(server));
+  return server;
+}
+
+function cli(server: ServerProcess, args: string[]) {
+  return exec(join(REPO_ROOT, "hangar"), args, {
+    env: { ...process.env, HANGAR_URL: server.url, HANGAR_API_KEY: TEST_API_KEY },
+  }).catch((error: { stdout: string; stderr: string }) => error);
+}
+
+const submitGpuRun = (server: ServerProcess, extra: string[] = []) =>
+  cli(server, [
+    "run",
+    join(REPO_ROOT, "examples/sales-report.ipynb"),
+    "--dataset",
+    join(REPO_ROOT, "examples/data"),
+    "-p",
+    "region=west",
+    "--gpu",
+    "RTX 4090",
+    "--json",
+    ...extra,
+  ]);
+
+const livePods = (runpod: RunPodEmulator) =>
+  [...runpod.pods.values()].filter((pod) => pod.desiredStatus !== "TERMINATED");
+
+describe("GPU work on an emulated cloud, through the real clients, agent and object store", () => {
+  it('runs a notebook with --gpu "RTX 4090" on RunPod: pod launched, agent booted from the control plane, outputs in S3', async (t) => {
+    const runpod = await startRunPodEmulator();
+    t.after(() => runpod.close());
+    const server = await serverWithRunPod(t, runpod);
+    const submitted = await submitGpuRun(server, ["--wait"]);
+    const run = JSON.parse(submitted.stdout) as {
+      id: string;
+      status: string;
+      instance: { provider: string; gpus: { name: string }[] } | null;
+    };
+    assert.equal(run.status, "succeeded", submitted.stdout + server.output());
+    assert.equal(run.instance?.provider, "runpod");
+
+    const pods = [...runpod.pods.values()];
+    assert.equal(pods.length, 1, "one pod for one run");
+    const pod = pods[0]!;
+    assert.deepEqual([pod.gpuTypeId, pod.gpuCount, pod.podType], ["NVIDIA GeForce RTX 4090", 1, "RESERVED"]);
+    assert.match(pod.dockerArgs, /agent\.mjs/, "the pod fetched the agent from the control plane");
+    assert.equal(pod.env.HANGAR_URL, server.url);
+    assert.ok(!Object.values(pod.env).some((v) => v.includes(runpod.apiKey)), "the account key stays home");
+
+    const out = await mkdtemp(join(tmpdir(), "hangar-clouds-"));
+    t.after(() => rm(out, { recursive: true, force: true }));
+    await cli(server, ["download", run.id, "--out", out]);
+    const report = JSON.parse(await readFile(join(out, "output/report.json"), "utf8")) as { region: string };
+    assert.equal(report.region, "west");
+
+    // The run is charged what the created pod costs, as the machine history shows.
+    const history = await server.client.request<{
+      machines: { provider: string; machine_id: string; ready: number }[];
+    }>("GET", "/api/v1/machines/history");
+    const machine = history.machines.find((m) => m.provider === "runpod");
+    assert.equal(machine?.machine_id, pod.machineId);
+    assert.equal(machine?.ready, 1);
+  });
+
+  it('runs a notebook with --gpu "RTX 4090" on Vast.ai: the cheapest ask rented, its container runs the agent', async (t) => {
+    const vast = await startVastEmulator();
+    t.after(() => vast.close());
+    const server = await spawnServer({
+      ...(await s3Settings(t)),
+      VAST_API_KEY: vast.apiKey,
+      VAST_API_URL: vast.url,
+      HANGAR_DESCRIBE_INTERVAL_S: "1",
+    });
+    t.after(() => stopServer(server));
+    const submitted = await submitGpuRun(server, ["--wait"]);
+    const run = JSON.parse(submitted.stdout) as {
+      id: string;
+      status: string;
+      instance: { provider: string };
+    };
+    assert.equal(run.status, "succeeded", submitted.stdout + server.output());
+    assert.equal(run.instance.provider, "vastai");
+    assert.equal(vast.creates.length, 1, "one rental for one run");
+    const create = vast.creates[0]!;
+    assert.equal(create.price, null, "on-demand, not a bid");
+    const [flag, command] = create.args as string[];
+    assert.equal(flag, "-c");
+    assert.match(command ?? "", /agent\.mjs/, "the container fetches the agent from the control plane");
+    // The cheapest rentable RTX 4090 (7006 is cheaper but rented).
+    assert.deepEqual(
+      vast.market.filter((offer) => offer.rented).map((offer) => offer.id),
+      [7001, 7006],
+      "ask 7001 was rented",
+    );
+    const out = await mkdtemp(join(tmpdir(), "hangar-clouds-"));
+    t.after(() => rm(out, { recursive: true, force: true }));
+    await cli(server, ["download", run.id, "--out", out]);
+    const report = JSON.parse(await readFile(join(out, "output/report.json"), "utf8")) as { region: string };
+    assert.equal(report.region, "west");
+  });
+
+  it("leaves no pod behind after the control plane is killed in the middle of launches", async (t) => {
+    const runpod = await startRunPodEmulator("rp_test_key", { bootDelayMs: 1_500 });
+    t.after(() => runpod.close());
+    const server = await serverWithRunPod(t, runpod, { HANGAR_IDLE_TIMEOUT_S: "2" });
+    const runs: string[] = [];
+    for (let i = 0; i < 3; i++)
+      runs.push((JSON.parse((await submitGpuRun(server)).stdout) as { id: string }).id);
+    await waitFor("pods being deployed", async () => runpod.pods.size >= 2, 30_000);
+    await server.kill("SIGKILL");
+
+    // A pod someone launched with this deployment's label but for no instance it knows: a stray.
+    const deployment = (await readFile(join(server.dataDir, "deployment-id"), "utf8")).trim();
+    const stray = await new RunPodClient({ apiKey: runpod.apiKey, graphqlUrl: runpod.url }).deployPod({
+      name: "stray",
+      imageName: "x",
+      cloudType: "COMMUNITY",
+      gpuTypeId: "NVIDIA GeForce RTX 4090",
+      gpuCount: 1,
+      containerDiskInGb: 10,
+      volumeInGb: 0,
+      dockerArgs: "sleep 600",
+      env: [
+        { key: "HANGAR_LABEL_HANGAR_DEPLOYMENT", value: deployment },
+        { key: "HANGAR_LABEL_HANGAR_INSTANCE", value: "inst_never_launched" },
+      ],
+    });
+
+    await server.restart();
+    for (const id of runs) {
+      await waitFor(
+        `run ${id} to end`,
+        async () => {
+          const view = await server.client.request<{ status: string }>("GET", `/api/v1/runs/${id}`);
+          return ["succeeded", "failed", "cancelled"].includes(view.status) ? view : null;
+        },
+        180_000,
+      );
+    }
+    await waitFor(
+      "every pod to be terminated",
+      async () =>
+        livePods(runpod).length === 0 && ![...runpod.pods.keys()].some((id) => runpod.host.isRunning(id)),
+      60_000,
+    ).catch((error: Error) => {
+      throw new Error(
+        `${error.message}: ${JSON.stringify(livePods(runpod).map((p) => [p.id, p.name]))}\n${server.output()}`,
+      );
+    });
+    assert.equal(runpod.pods.get(stray.id)?.desiredStatus, "TERMINATED", "the stray was reconciled away");
+    const statuses = await Promise.all(
+      runs.map((id) => server.client.request<{ status: string }>("GET", `/api/v1/runs/${id}`)),
+    );
+    assert.deepEqual(
+      statuses.map((s) => s.status),
+      ["succeeded", "succeeded", "succeeded"],
+      "the runs finished on the pods launched before the crash or after it",
+    );
+  });
+});
