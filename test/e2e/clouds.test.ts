@@ -10,6 +10,7 @@ import { RunPodClient } from "../../src/providers/runpod/runpod-client.ts";
 import { REPO_ROOT } from "../../src/server/server.ts";
 import { type RunPodEmulator, startRunPodEmulator } from "../emulators/runpod.ts";
 import { startVastEmulator } from "../emulators/vastai.ts";
+import { writeNotebook } from "../helpers/notebooks.ts";
 import { s3BlobSettings, startS3rver } from "../helpers/object-stores.ts";
 import { type ServerProcess, spawnServer, stopServer, TEST_API_KEY, waitFor } from "../helpers/server.ts";
 
@@ -131,6 +132,44 @@ describe("GPU work on an emulated cloud, through the real clients, agent and obj
     await cli(server, ["download", run.id, "--out", out]);
     const report = JSON.parse(await readFile(join(out, "output/report.json"), "utf8")) as { region: string };
     assert.equal(report.region, "west");
+  });
+
+  it("resumes a run whose spot pod was preempted on a new pod, without spending an attempt", async (t) => {
+    const runpod = await startRunPodEmulator();
+    t.after(() => runpod.close());
+    // A lease longer than the describe interval: the preemption is seen before the lease lapses.
+    const server = await serverWithRunPod(t, runpod, { HANGAR_SPOT: "1", HANGAR_LEASE_S: "10" });
+    const dir = await mkdtemp(join(tmpdir(), "hangar-preempt-"));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const notebook = await writeNotebook(dir, "slow.ipynb", [
+      {
+        source:
+          "import os, time\ntime.sleep(6)\nopen(os.path.join(os.environ['HANGAR_OUTPUT_DIR'], 'done.txt'), 'w').write('ok')",
+      },
+    ]);
+    const submitted = await cli(server, ["run", notebook, "--gpu", "RTX 4090", "--json"]);
+    const { id } = JSON.parse(submitted.stdout) as { id: string };
+    const first = await waitFor("the run to start on a pod", async () => {
+      const view = await server.client.request<{ status: string }>("GET", `/api/v1/runs/${id}`);
+      return view.status === "running" ? [...runpod.pods.values()][0] : null;
+    });
+    assert.equal(first.podType, "INTERRUPTABLE", "HANGAR_SPOT=1 rents spot pods");
+    await runpod.preempt(first.id);
+    const done = await waitFor(
+      "the run to finish after the preemption",
+      async () => {
+        const view = await server.client.request<{ status: string; attempts: number }>(
+          "GET",
+          `/api/v1/runs/${id}`,
+        );
+        return ["succeeded", "failed", "cancelled"].includes(view.status) ? view : null;
+      },
+      120_000,
+    );
+    assert.equal(done.status, "succeeded", server.output());
+    assert.equal(done.attempts, 1, "the preempted attempt is not counted");
+    assert.equal(runpod.pods.size, 2, "a second pod took the run over");
+    assert.equal(runpod.pods.get(first.id)?.desiredStatus, "TERMINATED", "the preempted pod was ended");
   });
 
   it("leaves no pod behind after the control plane is killed in the middle of launches", async (t) => {

@@ -63,6 +63,52 @@ for (const dialect of DIALECTS) {
       await store.requestCancel(ORG, later.id, 3_000);
     });
 
+    it("hands jobs asking for GPUs only to instances that have them, and counts the demand per shape", async () => {
+      const cpu = await store.enqueue(newJob());
+      const one = await store.enqueue(newJob({ gpu: { type: "RTX4090", count: 1 } }));
+      const two = await store.enqueue(newJob({ gpu: { type: "RTX4090", count: 2 } }));
+      const h100 = await store.enqueue(newJob({ gpu: { type: "H100", count: 1 } }));
+      const work = await store.readyWork(2_000);
+      assert.equal(work.jobs, 1);
+      assert.deepEqual(
+        work.gpuJobs.sort((a, b) => a.type.localeCompare(b.type) || a.count - b.count),
+        [
+          { type: "H100", count: 1, jobs: 1 },
+          { type: "RTX4090", count: 1, jobs: 1 },
+          { type: "RTX4090", count: 2, jobs: 1 },
+        ],
+      );
+      const claim = (placement: Parameters<Store["claim"]>[0]["placement"]) =>
+        store.claim({
+          owner: "w",
+          limit: 10,
+          leaseMs: 1000,
+          now: 2_000,
+          ...(placement ? { placement } : {}),
+        });
+      const cloudOne = await claim({ cpuJobs: false, gpu: { type: "RTX4090", count: 1 }, anyGpu: false });
+      assert.deepEqual(
+        cloudOne.map((j) => j.id),
+        [one.id],
+        "a 1-GPU RTX 4090 takes neither CPU work nor a 2-GPU ask",
+      );
+      const here = await claim({ cpuJobs: true, gpu: null, anyGpu: false });
+      assert.deepEqual(
+        here.map((j) => j.id),
+        [cpu.id],
+        "this host without a cloud's GPUs takes CPU work only",
+      );
+      const fallback = await claim({ cpuJobs: true, gpu: null, anyGpu: true });
+      assert.deepEqual(
+        fallback.map((j) => j.id).sort(),
+        [two.id, h100.id].sort(),
+        "no cloud: this host takes all",
+      );
+      for (const job of [...cloudOne, ...here, ...fallback]) {
+        await store.finish({ jobId: job.id, leaseToken: job.leaseToken! }, { status: "succeeded" }, 3_000);
+      }
+    });
+
     it("never hands one job to two concurrent claimers", async () => {
       const ids = new Set<string>();
       for (let i = 0; i < 200; i++) ids.add((await store.enqueue(newJob())).id);

@@ -1,0 +1,120 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { Offer } from "../../src/domain/offers.ts";
+import { candidateOffers, launchNeeds, placementOf } from "../../src/domain/provisioning.ts";
+
+const offer = (provider: string, gpu: string, gpuCount: number, price: number, spot = false): Offer => ({
+  provider,
+  id: `${provider}-${gpu}-${gpuCount}-${price}${spot ? "-spot" : ""}`,
+  gpu,
+  gpuCount,
+  gpuMemoryGb: 24,
+  vcpus: null,
+  memoryGb: null,
+  region: null,
+  spot,
+  pricePerHour: price,
+  reliability: null,
+  fetchedAt: 0,
+});
+
+describe("launch needs per GPU shape", () => {
+  it("launches for the jobs that no booting or idle instance of that shape will take", () => {
+    assert.deepEqual(
+      launchNeeds(
+        [{ type: "RTX4090", count: 1, jobs: 3 }],
+        [
+          { gpuType: "RTX4090", gpuCount: 1, busy: false },
+          { gpuType: "RTX4090", gpuCount: 1, busy: true },
+          { gpuType: "H100", gpuCount: 8, busy: false },
+        ],
+      ),
+      [{ type: "RTX4090", count: 1, launches: 2 }],
+    );
+  });
+
+  it("counts a bigger machine for a smaller ask, but one machine for one shape only", () => {
+    assert.deepEqual(
+      launchNeeds(
+        [
+          { type: "H100", count: 1, jobs: 1 },
+          { type: "H100", count: 4, jobs: 1 },
+        ],
+        [{ gpuType: "H100", gpuCount: 8, busy: false }],
+      ),
+      [{ type: "H100", count: 1, launches: 1 }],
+      "the 8-GPU machine serves the 4-GPU job; the 1-GPU job needs its own",
+    );
+    assert.deepEqual(
+      launchNeeds([{ type: "H100", count: 2, jobs: 1 }], [{ gpuType: "H100", gpuCount: 1, busy: false }]),
+      [{ type: "H100", count: 2, launches: 1 }],
+    );
+  });
+});
+
+describe("candidate offers", () => {
+  const offers = [
+    offer("vastai", "RTX4090", 1, 0.31),
+    offer("runpod", "RTX4090", 1, 0.35),
+    offer("runpod", "RTX4090", 1, 0.2, true),
+    offer("local", "RTX4090", 1, 0),
+    offer("vastai", "RTX4090", 2, 0.58),
+    offer("vastai", "H100", 1, 2),
+    { ...offer("vastai", "RTX4090", 1, 0.25), machineId: "m-bad" },
+  ];
+  const launchable = (provider: string) => provider !== "local";
+
+  it("keeps launchable offers of the type with enough GPUs, on-demand, cheapest first, skipping bad hosts", () => {
+    const picked = candidateOffers(
+      offers,
+      { type: "RTX4090", count: 1 },
+      {
+        launchable,
+        spot: false,
+        skipped: (o) => o.machineId === "m-bad",
+      },
+    );
+    assert.deepEqual(
+      picked.map((o) => [o.provider, o.gpuCount, o.pricePerHour]),
+      [
+        ["vastai", 1, 0.31],
+        ["runpod", 1, 0.35],
+        ["vastai", 2, 0.58],
+      ],
+    );
+  });
+
+  it("takes spot offers only when spot is wanted", () => {
+    const picked = candidateOffers(offers, { type: "RTX4090", count: 1 }, { launchable, spot: true });
+    assert.deepEqual(
+      picked.map((o) => o.id),
+      ["runpod-RTX4090-1-0.2-spot"],
+    );
+  });
+});
+
+describe("placement of an instance", () => {
+  const gpus = (n: number) =>
+    Array.from({ length: n }, (_, index) => ({ index, name: "NVIDIA GeForce RTX 4090", memoryMiB: 24_564 }));
+
+  it("a cloud instance takes only runs asking for its GPU type, up to its count", () => {
+    assert.deepEqual(placementOf({ gpus: gpus(2) }, { onThisHost: false, cloudsLaunchGpus: true }), {
+      cpuJobs: false,
+      gpu: { type: "RTX4090", count: 2 },
+      anyGpu: false,
+    });
+  });
+
+  it("this host takes CPU work, its own GPUs' runs, and every GPU run while no cloud launches GPUs", () => {
+    assert.deepEqual(placementOf({ gpus: [] }, { onThisHost: true, cloudsLaunchGpus: false }), {
+      cpuJobs: true,
+      gpu: null,
+      anyGpu: true,
+    });
+    assert.deepEqual(placementOf({ gpus: gpus(1) }, { onThisHost: true, cloudsLaunchGpus: true }), {
+      cpuJobs: true,
+      gpu: { type: "RTX4090", count: 1 },
+      anyGpu: false,
+    });
+  });
+});
