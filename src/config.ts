@@ -2,6 +2,12 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { MachinePolicy } from "./domain/machines.ts";
+import {
+  PROVISIONING_STRATEGIES,
+  type ProvisioningStrategy,
+  parseWarmPools,
+  type WarmPool,
+} from "./domain/provisioning.ts";
 
 /** Every setting, read from the environment once. Documented in README.md and .env.example. */
 export interface Config {
@@ -40,6 +46,12 @@ export interface Config {
   preferSpot: boolean;
   /** How often each cloud instance's state is asked of its provider (boot, preemption, disappearance). */
   describeIntervalS: number;
+  /** How a GPU run's instance is launched (domain/provisioning.ts). */
+  provisioningStrategy: ProvisioningStrategy;
+  /** Offers a race starts at once. */
+  raceWidth: number;
+  /** Cloud instances kept up per GPU type, whether work waits or not. */
+  warmPools: WarmPool[];
   /** Most ligands one batch may hold. */
   maxBatchLigands: number;
   /** Batches with more ligands are accepted at once and checked in the background. */
@@ -134,6 +146,16 @@ function persistentRandom(dataDir: string, file: string, bytes: number, prefix =
   return value;
 }
 
+function strategy(value: string | undefined): ProvisioningStrategy {
+  const chosen = (value || "coldstart") as ProvisioningStrategy;
+  if (!PROVISIONING_STRATEGIES.includes(chosen)) {
+    throw new Error(
+      `HANGAR_PROVISIONING_STRATEGY must be one of ${PROVISIONING_STRATEGIES.join(", ")}, not "${value}"`,
+    );
+  }
+  return chosen;
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
   const dataDir = resolve(overrides.dataDir ?? env.HANGAR_DATA_DIR ?? ".hangar");
   return {
@@ -163,6 +185,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     instanceDiskGb: int(env, "HANGAR_INSTANCE_DISK_GB", 40, 1),
     preferSpot: env.HANGAR_SPOT === "1" || env.HANGAR_SPOT === "true",
     describeIntervalS: int(env, "HANGAR_DESCRIBE_INTERVAL_S", 15, 1),
+    provisioningStrategy: strategy(env.HANGAR_PROVISIONING_STRATEGY),
+    raceWidth: int(env, "HANGAR_RACE_WIDTH", 3, 2),
+    warmPools: parseWarmPools(env.HANGAR_WARM_POOL),
     maxBatchLigands: int(env, "HANGAR_MAX_BATCH_LIGANDS", 100_000, 1),
     defaultMaxConcurrent: int(env, "HANGAR_BATCH_MAX_CONCURRENT", 64, 1),
     batchSyncCheckLimit: int(env, "HANGAR_BATCH_SYNC_CHECK_LIMIT", 5_000, 0),

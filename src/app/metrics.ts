@@ -10,6 +10,8 @@ export class Metrics {
   readonly queueWait: Histogram;
   readonly runDuration: Histogram<"status">;
   readonly failures: Counter<"code">;
+  /** What raced instances that lost cost before they were ended. */
+  readonly raceWaste: Counter;
 
   constructor(store: Store, terminations: TerminationTracker) {
     const registers = [this.registry];
@@ -37,6 +39,11 @@ export class Metrics {
       help: "Duration of run attempts by outcome",
       labelNames: ["status"],
       buckets: [0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 14400],
+      registers,
+    });
+    this.raceWaste = new Counter({
+      name: "hangar_race_waste_usd_total",
+      help: "USD billed for instances that lost a provisioning race, until they were ended",
       registers,
     });
     this.failures = new Counter({

@@ -42,4 +42,6 @@ export interface Instance {
   terminationReason: string | null;
   bootstrapTokenHash: string | null;
   agentTokenHash: string | null;
+  /** What the provider reports this instance costs per hour; null until it answered the launch. */
+  pricePerHour: number | null;
 }

@@ -95,3 +95,83 @@ export function placementOf(
     anyGpu: where.onThisHost && !where.cloudsLaunchGpus,
   };
 }
+
+/** How a GPU shape's launch is made (the original design's names); a warm pool is set apart. */
+export type ProvisioningStrategy = "coldstart" | "roundrobin" | "race";
+
+export const PROVISIONING_STRATEGIES: readonly ProvisioningStrategy[] = ["coldstart", "roundrobin", "race"];
+
+/**
+ * The offers one launch starts. Coldstart and RoundRobin start the first candidate (RoundRobin's
+ * candidates already leave out offers that failed to boot lately, so it moves on to the next).
+ * Race starts `width` at once, on different hosts (or offers, where the host is unknown until
+ * launch), so one slow or broken machine cannot hold the race back.
+ */
+export function offersToStart(
+  candidates: readonly Offer[],
+  strategy: ProvisioningStrategy,
+  width: number,
+): Offer[] {
+  if (strategy !== "race") return candidates.slice(0, 1);
+  const hosts = new Set<string>();
+  const picked: Offer[] = [];
+  for (const offer of candidates) {
+    const host = `${offer.provider}/${offer.machineId ?? offer.id}`;
+    if (hosts.has(host)) continue;
+    hosts.add(host);
+    picked.push(offer);
+    if (picked.length >= width) break;
+  }
+  return picked;
+}
+
+/** A race's member as the scheduler sees it: whether its agent registered, and whether it still runs. */
+export interface RaceMember {
+  instanceId: string;
+  registered: boolean;
+  ended: boolean;
+  launchedAt: number;
+  pricePerHour: number;
+}
+
+/**
+ * The race's outcome so far: once one member's agent registered, every other member that is still
+ * up loses and is ended at once, and what they cost is the race's waste (billed seconds × price).
+ */
+export function settleRace(
+  members: readonly RaceMember[],
+  now: number,
+): { winner: string; losers: string[]; wasteUsd: number } | null {
+  const winner = members.find((m) => m.registered && !m.ended);
+  if (!winner) return null;
+  const losers = members.filter((m) => m !== winner && !m.ended);
+  const wasteUsd = losers.reduce((sum, m) => sum + ((now - m.launchedAt) / 3_600_000) * m.pricePerHour, 0);
+  return { winner: winner.instanceId, losers: losers.map((m) => m.instanceId), wasteUsd };
+}
+
+/** Instances a warm pool keeps per GPU type: at least `min` up, idle ones beyond it may scale to zero. */
+export interface WarmPool {
+  type: string;
+  min: number;
+}
+
+/**
+ * `HANGAR_WARM_POOL`: `TYPE:MIN` pairs separated by commas (`RTX4090:1,H100:0`); empty: none (scale
+ * to zero). Throws with the offending part named.
+ */
+export function parseWarmPools(text: string | undefined): WarmPool[] {
+  if (!text?.trim()) return [];
+  return text.split(",").map((part) => {
+    const match = /^\s*([^:\s]+)\s*:\s*(\d+)\s*$/.exec(part);
+    if (!match) throw new Error(`HANGAR_WARM_POOL: "${part}" is not TYPE:MIN (e.g. RTX4090:1)`);
+    return { type: match[1]!, min: Number(match[2]) };
+  });
+}
+
+/** Launches each pool needs to have `min` instances of its type up (booting ones count). */
+export function warmPoolNeeds(pools: readonly WarmPool[], instances: readonly GpuInstance[]): LaunchNeed[] {
+  return pools.flatMap((pool) => {
+    const up = instances.filter((i) => i.gpuType === pool.type).length;
+    return up < pool.min ? [{ type: pool.type, count: 1, launches: pool.min - up }] : [];
+  });
+}

@@ -75,6 +75,8 @@ export interface ComputeProvider extends OfferSource {
   /** Releases the machine but keeps the disk (providers with `stopResume`). */
   stop?(providerInstanceId: string): Promise<void>;
   resume?(providerInstanceId: string): Promise<void>;
+  /** The server is stopping: a provider whose market lives in this process (sim) ends its instances. */
+  close?(): Promise<void>;
   /** Called when an instance ends for any reason; local processes report their own exits. */
   onExit?(listener: (providerInstanceId: string, reason: string) => void): void;
 }

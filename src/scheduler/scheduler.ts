@@ -13,12 +13,21 @@ import { newId } from "../domain/ids.ts";
 import { type Instance, type InstanceState, LIVE_STATES } from "../domain/instance.ts";
 import { machineHistory } from "../domain/machines.ts";
 import type { Offer } from "../domain/offers.ts";
-import { candidateOffers, type GpuDemand, launchNeeds } from "../domain/provisioning.ts";
+import {
+  candidateOffers,
+  type GpuDemand,
+  launchNeeds,
+  offersToStart,
+  settleRace,
+  warmPoolNeeds,
+} from "../domain/provisioning.ts";
 import { DEPLOYMENT_LABEL, INSTANCE_LABEL, strays } from "../domain/reconcile.ts";
 import { MODEL_SPECS } from "../models/registry.ts";
 import type { ComputeProvider } from "../providers/provider.ts";
 import { AGENT_BOOTSTRAP_COMMAND } from "./bootstrap.ts";
 
+/** How long RoundRobin passes over an offer whose instance failed to boot. */
+const FAILED_OFFER_SKIP_MS = 15 * 60_000;
 /** The launch history that decides which machines are skipped (domain/machines.ts). */
 const MACHINE_HISTORY_MS = 30 * 24 * 3600_000;
 /** How long a stopped agent gets to release its job and exit before the drain moves on. */
@@ -39,6 +48,11 @@ export class Scheduler {
   readonly #launchBackoff = new Map<string, LaunchBackoff>();
   #stopped = false;
   readonly #reconciledAt = new Map<string, number>();
+  /** Races under way: instances launched together for one need; the first to register wins. */
+  readonly #races: RaceEntry[][] = [];
+  /** The offer each cloud instance was launched from, and offers that failed to boot lately (RoundRobin skips them). */
+  readonly #offerOf = new Map<string, string>();
+  readonly #failedOffers = new Map<string, number>();
   /** When each cloud instance was last described, so its provider is asked only every describeIntervalS. */
   readonly #describedAt = new Map<string, number>();
   #validating: Promise<void> | null = null;
@@ -172,7 +186,9 @@ export class Scheduler {
     const local = this.#local();
     const ready = readyUnits(work, (model) => MODEL_SPECS.get(model)?.packing.perProcess ?? 1) + gpuJobsHere;
     if (local && ready > 0) await this.#provisionLocal(local, ready, now);
-    if (clouds.length > 0 && work.gpuJobs.length > 0) await this.#provisionClouds(clouds, work.gpuJobs, now);
+    if (clouds.length > 0 && (work.gpuJobs.length > 0 || this.#ctx.config.warmPools.length > 0)) {
+      await this.#provisionClouds(clouds, work.gpuJobs, now);
+    }
   }
 
   async #provisionLocal(provider: ComputeProvider, ready: number, now: number): Promise<void> {
@@ -189,22 +205,22 @@ export class Scheduler {
   }
 
   /**
-   * Coldstart per GPU shape: the cheapest matching offer across every cloud. An offer refused for
-   * capacity (or any retryable reason) is skipped for the next cheapest, up to three per launch,
-   * so a stale quote costs one call, not a loop.
+   * Per GPU shape waiting (and per warm pool short of its minimum), the cheapest matching offers
+   * across every cloud, launched by the deployment's strategy: Coldstart the cheapest; RoundRobin
+   * the cheapest whose offer has not failed to boot lately; Race several on different hosts at once.
+   * An offer refused at launch (no capacity, a stale quote) is skipped for the next, up to three
+   * rounds, so a stale quote costs one call, not a loop.
    */
   async #provisionClouds(clouds: ComputeProvider[], demand: GpuDemand[], now: number): Promise<void> {
     const { store, config, offers, log } = this.#ctx;
     const live = await store.listInstances({ states: LIVE_STATES });
     const cloudLive = live.filter((i) => clouds.some((c) => c.name === i.provider));
-    const needs = launchNeeds(
-      demand,
-      cloudLive.map((i) => ({
-        gpuType: i.gpus[0]?.name ?? null,
-        gpuCount: i.gpus.length,
-        busy: i.state === "busy",
-      })),
-    );
+    const shapes = cloudLive.map((i) => ({
+      gpuType: i.gpus[0]?.name ?? null,
+      gpuCount: i.gpus.length,
+      busy: i.state === "busy",
+    }));
+    const needs = [...launchNeeds(demand, shapes), ...warmPoolNeeds(config.warmPools, shapes)];
     if (needs.length === 0) return;
     const launchable = new Set(
       clouds
@@ -216,36 +232,97 @@ export class Scheduler {
     );
     if (launchable.size === 0) return;
     const skipped = await this.#skippedMachines(now);
+    const strategy = config.provisioningStrategy;
     for (const need of needs) {
       const search = await offers.search({ gpu: need.type, minGpus: need.count });
       const candidates = candidateOffers(search.offers, need, {
         launchable: (name) => launchable.has(name),
         spot: config.preferSpot,
-        skipped: (offer) => offer.machineId != null && skipped.has(`${offer.provider}/${offer.machineId}`),
+        skipped: (offer) =>
+          (offer.machineId != null && skipped.has(`${offer.provider}/${offer.machineId}`)) ||
+          (strategy === "roundrobin" && (this.#failedOffers.get(offerKey(offer)) ?? 0) > now),
       });
-      for (let launched = 0; launched < need.launches; launched++) {
-        let tries = 0;
-        while (candidates.length > 0 && tries < 3) {
-          const offer = candidates[0]!;
-          const provider = clouds.find((c) => c.name === offer.provider)!;
-          tries++;
-          try {
-            await this.launch(provider, { gpus: gpusOf(offer), offer });
-            break;
-          } catch (error) {
-            // A refused offer (no capacity, a stale quote) is not tried again this round.
-            candidates.shift();
-            log.warn(
-              { err: error, provider: offer.provider, offer: offer.id, gpu: need.type },
-              "launch refused; trying the next offer",
-            );
+      let launched = 0;
+      for (; launched < need.launches && candidates.length > 0; launched++) {
+        let started: RaceEntry[] = [];
+        for (let round = 0; round < 3 && candidates.length > 0 && started.length === 0; round++) {
+          const starting = offersToStart(candidates, strategy, config.raceWidth);
+          started = await this.#launchAll(clouds, starting);
+          // A refused offer is not tried again this pass; one that launched may serve the next launch.
+          for (const offer of starting) {
+            if (!started.some((entry) => entry.offer === offer))
+              candidates.splice(candidates.indexOf(offer), 1);
           }
         }
-        if (candidates.length === 0) {
-          log.warn({ gpu: need.type, count: need.count, failures: search.failures }, "no offer to launch");
-          break;
-        }
+        if (started.length === 0) break;
+        if (started.length > 1) this.#races.push(started);
       }
+      if (launched < need.launches) {
+        log.warn(
+          { gpu: need.type, count: need.count, launched, wanted: need.launches, failures: search.failures },
+          "no offer left to launch",
+        );
+      }
+    }
+  }
+
+  /** Launches the offers side by side; answers those that launched. A refused one is logged and skipped. */
+  async #launchAll(clouds: ComputeProvider[], starting: Offer[]): Promise<RaceEntry[]> {
+    const results = await Promise.allSettled(
+      starting.map((offer) =>
+        this.launch(clouds.find((c) => c.name === offer.provider)!, { gpus: gpusOf(offer), offer }),
+      ),
+    );
+    const started: RaceEntry[] = [];
+    results.forEach((result, i) => {
+      const offer = starting[i]!;
+      if (result.status === "fulfilled") {
+        this.#offerOf.set(result.value.id, offerKey(offer));
+        started.push({ instanceId: result.value.id, offer });
+      } else {
+        this.#ctx.log.warn(
+          { err: result.reason, provider: offer.provider, offer: offer.id, gpu: offer.gpu },
+          "launch refused; trying the next offer",
+        );
+      }
+    });
+    return started;
+  }
+
+  /**
+   * Races whose first member's agent registered: the others still up are ended at once, and what
+   * they cost until then is recorded as the race's waste.
+   */
+  async #settleRaces(now: number): Promise<void> {
+    const { store, metrics, log } = this.#ctx;
+    for (const race of [...this.#races]) {
+      const instances = await store.listInstances({ ids: race.map((entry) => entry.instanceId) });
+      const members = instances.map((instance) => ({
+        instanceId: instance.id,
+        registered: instance.readyAt !== null,
+        ended: instance.state === "terminated",
+        launchedAt: instance.createdAt,
+        pricePerHour: instance.pricePerHour ?? 0,
+      }));
+      if (members.every((m) => m.ended)) {
+        this.#races.splice(this.#races.indexOf(race), 1);
+        continue;
+      }
+      const settled = settleRace(members, now);
+      if (!settled) continue;
+      this.#races.splice(this.#races.indexOf(race), 1);
+      for (const loser of instances.filter((i) => settled.losers.includes(i.id))) {
+        await this.terminate(loser, `lost the race to ${settled.winner}`);
+      }
+      metrics.raceWaste.inc(settled.wasteUsd);
+      log.info(
+        {
+          winner: settled.winner,
+          losers: settled.losers,
+          waste_usd: Math.round(settled.wasteUsd * 1e4) / 1e4,
+        },
+        "race won; the other launches were ended",
+      );
     }
   }
 
@@ -381,7 +458,14 @@ export class Scheduler {
    */
   async superviseInstances(now: number): Promise<void> {
     const { store, config } = this.#ctx;
+    await this.#settleRaces(now);
     const live = await store.listInstances({ states: LIVE_STATES });
+    const liveOfType = (type: string | undefined) => live.filter((i) => i.gpus[0]?.name === type).length;
+    // A warm pool keeps its minimum up through idleness; only instances beyond it idle out.
+    const keptWarm = (instance: Instance) =>
+      config.warmPools.some(
+        (pool) => pool.type === instance.gpus[0]?.name && liveOfType(pool.type) <= pool.min,
+      );
     for (const instance of live) {
       const provider = this.#providerOf(instance);
       if (!provider) continue;
@@ -398,11 +482,13 @@ export class Scheduler {
         reason = `agent silent for ${Math.round(silentFor / 1000)} s`;
       } else if (
         (instance.state === "idle" || instance.state === "ready") &&
-        now - instance.stateChangedAt > config.idleTimeoutS * 1000
+        now - instance.stateChangedAt > config.idleTimeoutS * 1000 &&
+        !keptWarm(instance)
       ) {
         reason = `idle for more than ${config.idleTimeoutS} s`;
       } else if (instance.providerInstanceId && this.#describeDue(provider, instance, now)) {
-        const status = await provider.describe(instance.providerInstanceId);
+        // A provider that cannot answer now is asked again next time; the other instances go on.
+        const status = await provider.describe(instance.providerInstanceId).catch(() => "unknown" as const);
         if (status === "gone" || status === "failed") reason = `instance is ${status} at the provider`;
         else if (status === "preempted" || status === "stopped") {
           reason = `instance was ${status === "preempted" ? "preempted" : "stopped"} by its provider`;
@@ -412,7 +498,12 @@ export class Scheduler {
       // Only from the state observed: an idle instance that just took a job is no longer idle.
       if (reason && (await this.terminate(instance, reason, [instance.state]))) {
         this.#describedAt.delete(instance.id);
-        if (instance.state === "provisioning") this.#bootFailed(provider, instance, reason, now);
+        if (instance.state === "provisioning") {
+          this.#bootFailed(provider, instance, reason, now);
+          const offer = this.#offerOf.get(instance.id);
+          if (offer) this.#failedOffers.set(offer, now + FAILED_OFFER_SKIP_MS);
+        }
+        this.#offerOf.delete(instance.id);
         if (preempted) await this.#requeuePreempted(instance);
       }
     }
@@ -537,6 +628,14 @@ export class Scheduler {
     await provider.terminate(providerInstanceId);
   }
 }
+
+/** One launched member of a race (or a lone launch): its instance and the offer it came from. */
+interface RaceEntry {
+  instanceId: string;
+  offer: Offer;
+}
+
+const offerKey = (offer: Offer) => `${offer.provider}/${offer.id}`;
 
 /** The GPUs an instance launched from `offer` has, as claims match them against jobs. */
 function gpusOf(offer: Offer): Instance["gpus"] {

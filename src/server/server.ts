@@ -11,7 +11,9 @@ import type { Config } from "../config.ts";
 import { TerminationTracker } from "../domain/reconcile.ts";
 import { MODEL_SETTINGS } from "../models/settings.ts";
 import { detectLocalGpus, LocalProvider } from "../providers/local/index.ts";
+import type { ComputeProvider } from "../providers/provider.ts";
 import { runpodFromEnv } from "../providers/runpod/index.ts";
+import { simFromEnv } from "../providers/sim/index.ts";
 import { tensordockFromEnv } from "../providers/tensordock/index.ts";
 import { vastFromEnv } from "../providers/vastai/index.ts";
 import { Scheduler } from "../scheduler/scheduler.ts";
@@ -39,7 +41,13 @@ export interface RunningServer {
 }
 
 /** Assembles the embedded default (or whatever the config names) and starts serving. */
-export async function startServer(config: Config): Promise<RunningServer> {
+export async function startServer(
+  config: Config,
+  options: {
+    /** Providers beyond those configured by the environment (a benchmark's simulated market). */
+    extraProviders?: ComputeProvider[];
+  } = {},
+): Promise<RunningServer> {
   const log = createLogger(config.logLevel);
   const store = openStore({
     databaseUrl: config.databaseUrl,
@@ -62,11 +70,13 @@ export async function startServer(config: Config): Promise<RunningServer> {
     env: { HANGAR_PYTHON: config.python, ...modelSettings(process.env) },
   });
   const cloudOptions = { maxInstances: config.cloudMaxInstances };
-  const providers = [
+  const providers: ComputeProvider[] = [
     provider,
     runpodFromEnv(process.env, cloudOptions),
     vastFromEnv(process.env, cloudOptions),
     tensordockFromEnv(process.env, cloudOptions),
+    simFromEnv(process.env, { ...cloudOptions, dataDir: config.dataDir }),
+    ...(options.extraProviders ?? []),
   ].filter((source) => source !== null);
   const terminations = new TerminationTracker(config.reconcileIntervalS * 1000);
   const ctx: AppContext = {
@@ -121,6 +131,10 @@ export async function startServer(config: Config): Promise<RunningServer> {
         ctx.draining = true;
         await scheduler.stop();
         await scheduler.drain(config.shutdownGraceS * 1000);
+        // Providers handed in belong to the caller, who may start another server on them.
+        for (const provider of providers) {
+          if (!options.extraProviders?.includes(provider)) await provider.close?.();
+        }
         await app.close();
         await store.close();
         log.info("hangar server stopped");

@@ -100,6 +100,7 @@ function toInstance(row: InstanceRow): Instance {
     terminationReason: row.termination_reason,
     bootstrapTokenHash: row.bootstrap_token_hash,
     agentTokenHash: row.agent_token_hash,
+    pricePerHour: row.price_per_hour,
   };
 }
 
@@ -184,6 +185,9 @@ const requeuedUnspent = (eb: ExpressionBuilder<Database, "jobs">, now: number) =
     finished_at: cancelRequested().then(now).else(null).end(),
     run_at: now,
     attempts: eb("attempts", "-", 1),
+    // The attempt is given back unspent: the job has not started anywhere until its next claim.
+    started_at: null,
+    compute: null,
     ...LEASE_CLEARED,
   };
 };

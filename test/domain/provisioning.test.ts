@@ -1,7 +1,15 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { Offer } from "../../src/domain/offers.ts";
-import { candidateOffers, launchNeeds, placementOf } from "../../src/domain/provisioning.ts";
+import {
+  candidateOffers,
+  launchNeeds,
+  offersToStart,
+  parseWarmPools,
+  placementOf,
+  settleRace,
+  warmPoolNeeds,
+} from "../../src/domain/provisioning.ts";
 
 const offer = (provider: string, gpu: string, gpuCount: number, price: number, spot = false): Offer => ({
   provider,
@@ -116,5 +124,65 @@ describe("placement of an instance", () => {
       gpu: { type: "RTX4090", count: 1 },
       anyGpu: false,
     });
+  });
+});
+
+describe("provisioning strategies", () => {
+  const offers = [
+    { ...offer("vastai", "RTX4090", 1, 0.25), machineId: "m1" },
+    { ...offer("vastai", "RTX4090", 1, 0.26), id: "other-ask-same-host", machineId: "m1" },
+    { ...offer("vastai", "RTX4090", 1, 0.3), machineId: "m2" },
+    offer("runpod", "RTX4090", 1, 0.34),
+    offer("sim", "RTX4090", 1, 0.4),
+  ];
+
+  it("Coldstart and RoundRobin start one offer; Race starts `width` on different hosts", () => {
+    assert.deepEqual(offersToStart(offers, "coldstart", 3), [offers[0]]);
+    assert.deepEqual(offersToStart(offers, "roundrobin", 3), [offers[0]]);
+    assert.deepEqual(
+      offersToStart(offers, "race", 3).map((o) => [o.provider, o.pricePerHour]),
+      [
+        ["vastai", 0.25],
+        ["vastai", 0.3],
+        ["runpod", 0.34],
+      ],
+      "the second ask on host m1 is passed over",
+    );
+  });
+
+  it("a race is won by the first member to register; the others still up are ended and their cost is waste", () => {
+    const member = (instanceId: string, registered: boolean, ended = false) => ({
+      instanceId,
+      registered,
+      ended,
+      launchedAt: 0,
+      pricePerHour: 0.36,
+    });
+    assert.equal(
+      settleRace([member("a", false), member("b", false)], 60_000),
+      null,
+      "nobody has registered yet",
+    );
+    const settled = settleRace([member("a", false), member("b", true), member("c", false, true)], 600_000);
+    assert.deepEqual(settled?.winner, "b");
+    assert.deepEqual(settled?.losers, ["a"], "c had already ended");
+    assert.ok(
+      Math.abs(settled!.wasteUsd - 0.06) < 1e-9,
+      `10 min at $0.36/h is $0.06, got ${settled?.wasteUsd}`,
+    );
+  });
+
+  it("warm pools are read from TYPE:MIN pairs and keep their minimum up", () => {
+    assert.deepEqual(parseWarmPools("RTX4090:2, H100:0"), [
+      { type: "RTX4090", min: 2 },
+      { type: "H100", min: 0 },
+    ]);
+    assert.deepEqual(parseWarmPools(""), []);
+    assert.throws(() => parseWarmPools("RTX4090"), /"RTX4090" is not TYPE:MIN/);
+    assert.deepEqual(
+      warmPoolNeeds(parseWarmPools("RTX4090:2,H100:0"), [{ gpuType: "RTX4090", gpuCount: 1, busy: true }]),
+      [{ type: "RTX4090", count: 1, launches: 1 }],
+      "a busy member still counts as up; a pool of 0 scales to zero",
+    );
   });
 });

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
@@ -170,6 +170,47 @@ describe("GPU work on an emulated cloud, through the real clients, agent and obj
     assert.equal(done.attempts, 1, "the preempted attempt is not counted");
     assert.equal(runpod.pods.size, 2, "a second pod took the run over");
     assert.equal(runpod.pods.get(first.id)?.desiredStatus, "TERMINATED", "the preempted pod was ended");
+  });
+
+  it("runs a GPU notebook on the simulated market (HANGAR_SIM), whose instances end with the server", async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), "hangar-sim-e2e-"));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const marketFile = join(dir, "market.json");
+    await writeFile(
+      marketFile,
+      JSON.stringify({ behaviour: { bootFailureRate: 0, stuckRate: 0, bootMedianS: 60, timeScale: 300 } }),
+    );
+    const server = await spawnServer({ HANGAR_SIM: marketFile });
+    t.after(() => stopServer(server));
+    const offers = await cli(server, ["offers", "--provider", "sim", "--gpu", "RTX4090", "--json"]);
+    const listed = JSON.parse(offers.stdout) as { provider: string; price_per_hour: number; spot: boolean }[];
+    assert.deepEqual(
+      listed.map((o) => [o.provider, o.price_per_hour, o.spot]),
+      [
+        ["sim", 0.2, true],
+        ["sim", 0.34, false],
+        ["sim", 0.39, false],
+        ["sim", 0.44, false],
+      ],
+    );
+    const submitted = await submitGpuRun(server, ["--wait"]);
+    const run = JSON.parse(submitted.stdout) as { status: string; instance: { provider: string } };
+    assert.equal(run.status, "succeeded", submitted.stdout + server.output());
+    assert.equal(run.instance.provider, "sim");
+    await server.kill("SIGTERM");
+    const agents = async () => {
+      const found: string[] = [];
+      for (const pid of await readdir("/proc").catch(() => [] as string[])) {
+        const environ = await readFile(`/proc/${pid}/environ`, "latin1").catch(() => "");
+        if (environ.includes(`HANGAR_URL=${server.url}\0`)) found.push(pid);
+      }
+      return found;
+    };
+    await waitFor(
+      "the sim's agents to end with the server",
+      async () => (await agents()).length === 0,
+      20_000,
+    );
   });
 
   it("leaves no pod behind after the control plane is killed in the middle of launches", async (t) => {

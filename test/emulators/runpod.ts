@@ -3,8 +3,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildSchema, graphql } from "graphql";
 import type { RunPodGpuType } from "../../src/providers/runpod/runpod-client.ts";
+import { InstanceHost } from "../../src/providers/sim/instance-host.ts";
 import { FaultQueue, startEmulatorServer } from "./http.ts";
-import { InstanceHost } from "./instance-host.ts";
 
 /**
  * RunPod's GraphQL API as ../shared/reference/providers.md describes it: bearer key or `?api_key=`,

@@ -3,9 +3,9 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } 
 import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { InstanceHost } from "../../src/providers/sim/instance-host.ts";
 import type { TensorDockLocation } from "../../src/providers/tensordock/tensordock-client.ts";
 import { FaultQueue, type Reply, startEmulatorServer } from "./http.ts";
-import { InstanceHost } from "./instance-host.ts";
 
 /**
  * TensorDock's v2 API as ../shared/reference/providers.md describes it: bearer token, JSON:API

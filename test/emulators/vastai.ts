@@ -1,9 +1,9 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { InstanceHost } from "../../src/providers/sim/instance-host.ts";
 import type { VastInstance, VastOffer } from "../../src/providers/vastai/vast-client.ts";
 import { type EmulatedRequest, FaultQueue, type Reply, startEmulatorServer } from "./http.ts";
-import { InstanceHost } from "./instance-host.ts";
 
 /**
  * Vast.ai's REST API (`/api/v0`) as ../shared/reference/providers.md describes it: bearer key or

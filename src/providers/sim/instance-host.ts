@@ -3,10 +3,10 @@ import { closeSync, mkdirSync, openSync } from "node:fs";
 import { dirname, join } from "node:path";
 
 /**
- * The machines behind an emulated cloud: booting an instance runs the launch's own bootstrap command
- * (`sh -c`) on this host, in a folder of its own that stands for the instance's disk, with the
- * environment the real provider would give it. So launch → agent registers → job runs → terminate
- * goes through Hangar's real bootstrap command and agent, as on a real instance.
+ * The machines behind a simulated cloud (the `sim` provider) and the tests' emulated ones: booting an
+ * instance runs the launch's own bootstrap command (`sh -c`) on this host, in a folder of its own
+ * that stands for the instance's disk, with the environment the provider would give it. So launch →
+ * agent registers → job runs → terminate goes through Hangar's real bootstrap command and agent.
  */
 export class InstanceHost {
   readonly #root: string;
@@ -56,6 +56,8 @@ export class InstanceHost {
   async halt(id: string): Promise<void> {
     const child = this.#processes.get(id);
     if (!child?.pid) return;
+    // Held while it winds down: an unreferenced child's exit would not keep this process waiting.
+    child.ref();
     const exited = new Promise((resolve) => child.once("exit", resolve));
     signalGroup(child.pid, "SIGTERM");
     const timer = setTimeout(() => signalGroup(child.pid!, "SIGKILL"), 3_000);
