@@ -48,6 +48,8 @@ export interface Config {
   describeIntervalS: number;
   /** How a GPU run's instance is launched (domain/provisioning.ts). */
   provisioningStrategy: ProvisioningStrategy;
+  /** Per provider, launch-to-register wait before giving an instance up, overriding the provider's own. */
+  bootTimeoutS: Record<string, number>;
   /** Offers a race starts at once. */
   raceWidth: number;
   /** Cloud instances kept up per GPU type, whether work waits or not. */
@@ -64,6 +66,8 @@ export interface Config {
   machinePolicy: MachinePolicy;
   /** How long one provider's answer to an offer search is reused. */
   offersCacheS: number;
+  /** How often the market view's prices are kept for its history; 0: never. */
+  marketSnapshotS: number;
   python: string;
   logLevel: string;
   /** Where blobs live: `fs` under the data directory, or an S3 bucket or Azure container that remote instances reach. */
@@ -146,6 +150,21 @@ function persistentRandom(dataDir: string, file: string, bytes: number, prefix =
   return value;
 }
 
+/** `PROVIDER:SECONDS` pairs separated by commas (`runpod:1800,vastai:300`). */
+function perProvider(env: NodeJS.ProcessEnv, name: string): Record<string, number> {
+  const text = env[name]?.trim();
+  if (!text) return {};
+  return Object.fromEntries(
+    text.split(",").map((part) => {
+      const match = /^\s*([a-z0-9_-]+)\s*:\s*(\d+)\s*$/.exec(part);
+      if (!match || Number(match[2]) < 1) {
+        throw new Error(`${name}: "${part}" is not PROVIDER:SECONDS (e.g. runpod:1800)`);
+      }
+      return [match[1]!, Number(match[2])];
+    }),
+  );
+}
+
 function strategy(value: string | undefined): ProvisioningStrategy {
   const chosen = (value || "coldstart") as ProvisioningStrategy;
   if (!PROVISIONING_STRATEGIES.includes(chosen)) {
@@ -187,12 +206,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     describeIntervalS: int(env, "HANGAR_DESCRIBE_INTERVAL_S", 15, 1),
     provisioningStrategy: strategy(env.HANGAR_PROVISIONING_STRATEGY),
     raceWidth: int(env, "HANGAR_RACE_WIDTH", 3, 2),
+    bootTimeoutS: perProvider(env, "HANGAR_BOOT_TIMEOUT_S"),
     warmPools: parseWarmPools(env.HANGAR_WARM_POOL),
     maxBatchLigands: int(env, "HANGAR_MAX_BATCH_LIGANDS", 100_000, 1),
     defaultMaxConcurrent: int(env, "HANGAR_BATCH_MAX_CONCURRENT", 64, 1),
     batchSyncCheckLimit: int(env, "HANGAR_BATCH_SYNC_CHECK_LIMIT", 5_000, 0),
     batchArtifactsRefreshS: int(env, "HANGAR_BATCH_ARTIFACTS_REFRESH_S", 30, 1),
     offersCacheS: int(env, "HANGAR_OFFERS_CACHE_S", 30, 0),
+    marketSnapshotS: int(env, "HANGAR_MARKET_SNAPSHOT_S", 900, 0),
     machinePolicy: {
       minAttempts: int(env, "HANGAR_MACHINE_MIN_ATTEMPTS", 3, 1),
       minSuccessRate: fraction(env, "HANGAR_MACHINE_MIN_SUCCESS_RATE", 0.3),

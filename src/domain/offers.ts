@@ -95,6 +95,25 @@ export function cheapestFirst(a: Offer, b: Offer): number {
   );
 }
 
+/** How far back the market view's history reaches. */
+export const MARKET_HISTORY_DAYS = 30;
+
+/** One GPU type's price spread at one moment (the market view's history). */
+export interface MarketPoint {
+  takenAt: number;
+  gpu: string;
+  spot: boolean;
+  prices: PriceSummary;
+}
+
+/** The points a market summary makes at `takenAt`: one per GPU type and kind that had offers. */
+export function marketPoints(rows: readonly MarketRow[], takenAt: number): MarketPoint[] {
+  return rows.flatMap((row) => [
+    ...(row.onDemand ? [{ takenAt, gpu: row.gpu, spot: false, prices: row.onDemand }] : []),
+    ...(row.spot ? [{ takenAt, gpu: row.gpu, spot: true, prices: row.spot }] : []),
+  ]);
+}
+
 export interface PriceSummary {
   offers: number;
   min: number;

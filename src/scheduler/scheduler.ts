@@ -12,7 +12,7 @@ import { readyUnits } from "../domain/batch.ts";
 import { newId } from "../domain/ids.ts";
 import { type Instance, type InstanceState, LIVE_STATES } from "../domain/instance.ts";
 import { machineHistory } from "../domain/machines.ts";
-import type { Offer } from "../domain/offers.ts";
+import { MARKET_HISTORY_DAYS, marketPoints, type Offer } from "../domain/offers.ts";
 import {
   candidateOffers,
   type GpuDemand,
@@ -122,9 +122,25 @@ export class Scheduler {
         );
       }
     }
+    const snapshotMs = config.marketSnapshotS * 1000;
+    if (snapshotMs > 0 && (await store.tryRunLoop("market_snapshot", snapshotMs, now))) {
+      await this.snapshotMarket(now).catch((error: unknown) =>
+        this.#ctx.log.error({ err: error }, "taking a market snapshot failed"),
+      );
+    }
     if (!this.#validating && (await store.tryRunLoop("batch_validation", interval, now))) {
       await this.startBatchValidation(now);
     }
+  }
+
+  /** Keeps the market view's prices now for its history, and drops snapshots past the history's reach. */
+  async snapshotMarket(now: number): Promise<void> {
+    const { rows } = await this.#ctx.offers.market();
+    await this.#ctx.store.insertMarketPoints(
+      this.#ctx.defaultOrgId,
+      marketPoints(rows, now),
+      now - MARKET_HISTORY_DAYS * 86_400_000,
+    );
   }
 
   /**
@@ -473,11 +489,10 @@ export class Scheduler {
       const silentFor = now - Math.max(instance.lastSeenAt ?? instance.createdAt, this.#startedAt);
       let reason: string | null = null;
       let preempted = false;
-      if (
-        instance.state === "provisioning" &&
-        now - instance.createdAt > provider.capabilities.bootTimeoutMs
-      ) {
-        reason = `agent did not register within ${Math.round(provider.capabilities.bootTimeoutMs / 1000)} s`;
+      const bootTimeoutMs =
+        (config.bootTimeoutS[provider.name] ?? 0) * 1000 || provider.capabilities.bootTimeoutMs;
+      if (instance.state === "provisioning" && now - instance.createdAt > bootTimeoutMs) {
+        reason = `agent did not register within ${Math.round(bootTimeoutMs / 1000)} s`;
       } else if (instance.state !== "provisioning" && silentFor > 3 * config.leaseS * 1000) {
         reason = `agent silent for ${Math.round(silentFor / 1000)} s`;
       } else if (

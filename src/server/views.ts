@@ -4,7 +4,7 @@ import { type Batch, etaSeconds, isBatchFinished, statisticsFromSums } from "../
 import { isTerminal, type Job } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
 import { type LaunchAttempt, type MachineRecord, outcomeOf } from "../domain/machines.ts";
-import type { MarketRow, Offer, PriceSummary } from "../domain/offers.ts";
+import type { MarketPoint, MarketRow, Offer, PriceSummary } from "../domain/offers.ts";
 import type { DatasetRecord, NotebookRecord } from "../store/store.ts";
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
@@ -173,6 +173,10 @@ export function marketRowView(row: MarketRow) {
     spot: priceView(row.spot),
     providers: row.providers,
   };
+}
+
+export function marketPointView(point: MarketPoint) {
+  return { taken_at: iso(point.takenAt), spot: point.spot, ...priceView(point.prices) };
 }
 
 export function machineView(record: MachineRecord) {

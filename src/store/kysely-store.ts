@@ -14,6 +14,7 @@ import { INSTANCE_STATES, type Instance, type InstanceState, sourcesFor } from "
 import { decideAfterFailure, JOB_STATUSES, type Job, type JobError, type JobStatus } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
 import type { LaunchAttempt, LaunchedInstance } from "../domain/machines.ts";
+import type { MarketPoint } from "../domain/offers.ts";
 import {
   type BatchRow,
   CounterMoves,
@@ -1123,6 +1124,56 @@ export class KyselyStore implements Store {
       })
       .where("id", "=", id)
       .execute();
+  }
+
+  async insertMarketPoints(orgId: string, points: readonly MarketPoint[], keepSince: number): Promise<void> {
+    await this.#db.transaction().execute(async (trx) => {
+      await trx
+        .deleteFrom("market_snapshots")
+        .where("org_id", "=", orgId)
+        .where("taken_at", "<", keepSince)
+        .execute();
+      if (points.length === 0) return;
+      await trx
+        .insertInto("market_snapshots")
+        .values(
+          points.map((point) => ({
+            org_id: orgId,
+            taken_at: point.takenAt,
+            gpu: point.gpu,
+            spot: point.spot ? 1 : 0,
+            offers: point.prices.offers,
+            min_price: point.prices.min,
+            median_price: point.prices.median,
+            p90_price: point.prices.p90,
+          })),
+        )
+        .onConflict((oc) => oc.columns(["org_id", "taken_at", "gpu", "spot"]).doNothing())
+        .execute();
+    });
+  }
+
+  async listMarketPoints(orgId: string, since: number): Promise<MarketPoint[]> {
+    const rows = await this.#db
+      .selectFrom("market_snapshots")
+      .selectAll()
+      .where("org_id", "=", orgId)
+      .where("taken_at", ">=", since)
+      .orderBy("taken_at")
+      .orderBy("gpu")
+      .orderBy("spot")
+      .execute();
+    return rows.map((row) => ({
+      takenAt: Number(row.taken_at),
+      gpu: row.gpu,
+      spot: row.spot === 1,
+      prices: {
+        offers: row.offers,
+        min: row.min_price,
+        median: row.median_price,
+        p90: row.p90_price,
+      },
+    }));
   }
 
   async listLaunchAttempts(orgId: string, since: number, provider?: string): Promise<LaunchAttempt[]> {

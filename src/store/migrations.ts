@@ -204,6 +204,23 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex("jobs_gpu_queued").on("jobs").columns(["status", "gpu_type"]).execute();
     },
   },
+  "0006_market_snapshots": {
+    async up(db: Kysely<unknown>) {
+      // The market view's history: per GPU type and kind, the price spread at each snapshot.
+      await db.schema
+        .createTable("market_snapshots")
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("taken_at", "bigint", (c) => c.notNull())
+        .addColumn("gpu", "text", (c) => c.notNull())
+        .addColumn("spot", "integer", (c) => c.notNull())
+        .addColumn("offers", "integer", (c) => c.notNull())
+        .addColumn("min_price", "double precision", (c) => c.notNull())
+        .addColumn("median_price", "double precision", (c) => c.notNull())
+        .addColumn("p90_price", "double precision", (c) => c.notNull())
+        .addPrimaryKeyConstraint("market_snapshots_pk", ["org_id", "taken_at", "gpu", "spot"])
+        .execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -60,6 +60,16 @@ export interface Database {
     gpu_type: string | null;
     gpu_count: Generated<number>;
   };
+  market_snapshots: {
+    org_id: string;
+    taken_at: number;
+    gpu: string;
+    spot: number;
+    offers: number;
+    min_price: number;
+    median_price: number;
+    p90_price: number;
+  };
   batches: {
     id: string;
     org_id: string;

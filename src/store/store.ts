@@ -3,6 +3,7 @@ import type { Instance, InstanceState } from "../domain/instance.ts";
 import type { Job, JobError, JobProgress, JobStatus } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
 import type { LaunchAttempt, LaunchedInstance } from "../domain/machines.ts";
+import type { MarketPoint } from "../domain/offers.ts";
 
 export interface StoreCapabilities {
   /** Claims lock rows with `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on each other. */
@@ -319,6 +320,11 @@ export interface Store {
     ids?: readonly string[];
   }): Promise<Instance[]>;
   countInstancesByState(): Promise<Record<InstanceState, number>>;
+
+  /** Keeps one market snapshot of an org (its credentials made the offers); drops those before `keepSince`. */
+  insertMarketPoints(orgId: string, points: readonly MarketPoint[], keepSince: number): Promise<void>;
+  /** An org's market points since `since`, oldest first. */
+  listMarketPoints(orgId: string, since: number): Promise<MarketPoint[]>;
 
   /** Cluster-wide cadence gate: true for exactly one caller per `intervalMs` across every server process. */
   tryRunLoop(name: string, intervalMs: number, now: number): Promise<boolean>;

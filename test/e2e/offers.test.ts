@@ -8,7 +8,7 @@ import { REPO_ROOT } from "../../src/server/server.ts";
 import { type RunPodEmulator, startRunPodEmulator } from "../emulators/runpod.ts";
 import { startTensorDockEmulator, type TensorDockEmulator } from "../emulators/tensordock.ts";
 import { startVastEmulator, type VastEmulator } from "../emulators/vastai.ts";
-import { type ServerProcess, spawnServer, stopServer, TEST_API_KEY } from "../helpers/server.ts";
+import { type ServerProcess, spawnServer, stopServer, TEST_API_KEY, waitFor } from "../helpers/server.ts";
 
 const exec = promisify(execFile);
 
@@ -37,6 +37,8 @@ describe("offers from every configured provider (RunPod, Vast.ai and TensorDock 
       TENSORDOCK_API_TOKEN: tensordock.token,
       TENSORDOCK_API_URL: tensordock.url,
       HANGAR_OFFERS_CACHE_S: "0",
+      // Snapshots would ask the providers too and take the faults other tests inject.
+      HANGAR_MARKET_SNAPSHOT_S: "0",
     });
   });
   after(async () => {
@@ -121,5 +123,52 @@ describe("offers from every configured provider (RunPod, Vast.ai and TensorDock 
     assert.equal(rtx?.on_demand?.min, 0.29, "Vast's 2-GPU machine at $0.58/h is $0.29 per GPU-hour");
     assert.equal(rtx?.spot?.min, 0.165);
     assert.ok(rows.some((r) => r.gpu === "H100"));
+  });
+
+  it("keeps the market's history from periodic snapshots, and shows a price change in it", async (t) => {
+    type Market = {
+      gpus: { gpu: string; history: { taken_at: string; spot: boolean; min: number }[] }[];
+      snapshot_every_s: number;
+    };
+    const snapshotting = await spawnServer({
+      RUNPOD_API_KEY: runpod.apiKey,
+      RUNPOD_GRAPHQL_URL: runpod.url,
+      HANGAR_OFFERS_CACHE_S: "0",
+      HANGAR_MARKET_SNAPSHOT_S: "1",
+    });
+    t.after(() => stopServer(snapshotting));
+    const market = () => snapshotting.client.request<Market>("GET", "/api/v1/spot/market?history_days=1");
+    const onDemandHistory = async () =>
+      ((await market()).gpus.find((g) => g.gpu === "H100")?.history ?? []).filter((p) => !p.spot);
+    await waitFor("two snapshots", async () => (await onDemandHistory()).length >= 2);
+    const before = (await onDemandHistory()).length;
+    // RunPod's H100 gets cheaper: the next snapshot records it.
+    const h100 = runpod.catalog.find((t) => t.id === "NVIDIA H100 80GB HBM3")!;
+    const was = h100.securePrice!;
+    h100.securePrice = 1.11;
+    t.after(() => {
+      h100.securePrice = was;
+    });
+    const history = await waitFor("a snapshot after the change", async () => {
+      const points = await onDemandHistory();
+      return points.length > before && points.at(-1)!.min === 1.11 ? points : null;
+    });
+    assert.ok(history[0]!.min > 1.11, "earlier snapshots keep the earlier price");
+    const times = history.map((p) => Date.parse(p.taken_at));
+    assert.deepEqual(
+      times,
+      [...times].sort((a, b) => a - b),
+      "oldest first",
+    );
+    assert.equal((await market()).snapshot_every_s, 1);
+    const none = await snapshotting.client.request<Market>("GET", "/api/v1/spot/market?history_days=0");
+    assert.ok(
+      none.gpus.every((g) => g.history.length <= 1),
+      "history_days=0 reaches back no further than now",
+    );
+    const bad = await fetch(`${snapshotting.url}/api/v1/spot/market?history_days=31`, {
+      headers: { authorization: `Bearer ${TEST_API_KEY}` },
+    });
+    assert.equal(bad.status, 400);
   });
 });

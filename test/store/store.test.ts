@@ -762,6 +762,45 @@ for (const dialect of DIALECTS) {
       });
     });
 
+    it("keeps market snapshots per org, oldest first, and drops those past the history's reach", async () => {
+      const point = (takenAt: number, gpu: string, spot: boolean, min: number) => ({
+        takenAt,
+        gpu,
+        spot,
+        prices: { offers: 3, min, median: min + 0.1, p90: min + 0.2 },
+      });
+      await store.insertMarketPoints(
+        ORG,
+        [point(1_000, "RTX4090", false, 0.34), point(1_000, "RTX4090", true, 0.2)],
+        0,
+      );
+      await store.insertMarketPoints(ORG, [point(2_000, "RTX4090", false, 0.31)], 0);
+      await store.insertMarketPoints(OTHER_ORG, [point(2_000, "H100", false, 2.1)], 0);
+      assert.deepEqual(
+        (await store.listMarketPoints(ORG, 0)).map((p) => [
+          p.takenAt,
+          p.gpu,
+          p.spot,
+          p.prices.min,
+          p.prices.p90,
+        ]),
+        [
+          [1_000, "RTX4090", false, 0.34, 0.54],
+          [1_000, "RTX4090", true, 0.2, 0.4],
+          [2_000, "RTX4090", false, 0.31, 0.51],
+        ],
+        "another org's snapshots stay apart",
+      );
+      assert.equal((await store.listMarketPoints(ORG, 1_500)).length, 1);
+      await store.insertMarketPoints(ORG, [point(3_000, "RTX4090", false, 0.3)], 1_500);
+      assert.deepEqual(
+        (await store.listMarketPoints(ORG, 0)).map((p) => p.takenAt),
+        [2_000, 3_000],
+        "snapshots before keepSince are dropped",
+      );
+      assert.equal((await store.listMarketPoints(OTHER_ORG, 0)).length, 1);
+    });
+
     it("runs each periodic loop once per interval across processes", async () => {
       const stores = [store, fixture.open(), fixture.open()];
       const wins = await Promise.all(stores.map((s) => s.tryRunLoop("reaper", 1000, 5_000)));

@@ -3,8 +3,8 @@ import type { FastifyInstance } from "fastify";
 import type { AppContext } from "../../app/context.ts";
 import { HISTORY_DAYS, launchHistory } from "../../app/machines.ts";
 import { badRequest } from "../../domain/errors.ts";
-import type { OfferQuery } from "../../domain/offers.ts";
-import { launchAttemptView, machineView, marketRowView, offerView } from "../views.ts";
+import { MARKET_HISTORY_DAYS, type OfferQuery } from "../../domain/offers.ts";
+import { launchAttemptView, machineView, marketPointView, marketRowView, offerView } from "../views.ts";
 
 const OffersQuery = Type.Object({
   gpu: Type.Optional(
@@ -72,8 +72,33 @@ export function offerRoutes(app: FastifyInstance, ctx: AppContext) {
     },
   );
 
-  api.get("/spot/market", { schema: { tags: ["offers"] } }, async () => {
-    const { rows, failures } = await ctx.offers.market();
-    return { gpus: rows.map(marketRowView), providers: ctx.offers.providers, failures };
-  });
+  api.get(
+    "/spot/market",
+    {
+      schema: {
+        tags: ["offers"],
+        description:
+          "Per GPU type, the price spread per GPU-hour now (on-demand and spot), and its history from periodic snapshots",
+        querystring: Type.Object({
+          history_days: Type.Optional(Type.Integer({ minimum: 0, maximum: MARKET_HISTORY_DAYS })),
+        }),
+      },
+    },
+    async (request) => {
+      const { rows, failures } = await ctx.offers.market();
+      const days = request.query.history_days ?? 7;
+      const points = await ctx.store.listMarketPoints(request.orgId, ctx.now() - days * 86_400_000);
+      const history = Map.groupBy(points, (point) => point.gpu);
+      return {
+        gpus: rows.map((row) => ({
+          ...marketRowView(row),
+          history: (history.get(row.gpu) ?? []).map(marketPointView),
+        })),
+        history_days: days,
+        snapshot_every_s: ctx.config.marketSnapshotS,
+        providers: ctx.offers.providers,
+        failures,
+      };
+    },
+  );
 }
