@@ -5,6 +5,7 @@ import { newId } from "../domain/ids.ts";
 import { canCancel, type GpuRequest, type Job } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
 import { validateParameters } from "../domain/parameters.ts";
+import type { ProvisioningStrategy } from "../domain/provisioning.ts";
 import type { DatasetRecord } from "../store/store.ts";
 import type { AppContext } from "./context.ts";
 import { getDataset } from "./datasets.ts";
@@ -14,6 +15,7 @@ export interface RunRequest {
   datasets?: string[];
   parameters?: JsonObject;
   gpu?: GpuRequest | null;
+  strategy?: ProvisioningStrategy;
   priority?: number;
   timeout_s?: number;
   max_attempts?: number;
@@ -28,6 +30,8 @@ export interface NotebookRunSpec extends JsonObject {
   datasets: string[];
   parameters: JsonObject;
   gpu: { type: string; count: number } | null;
+  /** How its cloud instance is launched; null: the deployment's default. */
+  strategy: ProvisioningStrategy | null;
 }
 
 export const runArea = (runId: string) => `runs/${runId}`;
@@ -77,6 +81,12 @@ export async function submitRun(
   const notebook = await getNotebook(ctx, orgId, notebookId);
   const parameters = validateParameters(request.parameters ?? {});
   const gpu = resolveGpu(request.gpu);
+  if (request.strategy && !gpu) {
+    throw badRequest(
+      "strategy_needs_gpu",
+      `A launch strategy ("${request.strategy}") applies to runs on a cloud GPU; this run asks for no GPU`,
+    );
+  }
   const datasets = await resolveDatasets(ctx, orgId, [...new Set(request.datasets ?? [])]);
   const backoffMinMs = (request.backoff_min_s ?? DEFAULT_RETRY_POLICY.backoffMinMs / 1000) * 1000;
   const backoffMaxMs = (request.backoff_max_s ?? DEFAULT_RETRY_POLICY.backoffMaxMs / 1000) * 1000;
@@ -91,6 +101,7 @@ export async function submitRun(
     datasets: datasets.map((d) => d.id),
     parameters,
     gpu,
+    strategy: request.strategy ?? null,
   };
   // The run's input area: a frozen copy of the notebook and the spec the instance receives.
   const area = runArea(id);
@@ -112,6 +123,7 @@ export async function submitRun(
       runAt: now,
       createdAt: now,
       gpu,
+      strategy: spec.strategy,
     });
     ctx.events.emit("work");
     return job;

@@ -33,6 +33,8 @@ export interface RunOptions {
   dataset: string[];
   param: string[];
   gpu?: string;
+  gpus?: number;
+  strategy?: string;
   priority?: number;
   timeout?: number;
   maxAttempts?: number;
@@ -55,7 +57,8 @@ export async function submitNotebookRun(
   return client.submitRun(notebook.id, {
     datasets: datasetIds,
     parameters,
-    gpu: options.gpu ? { type: options.gpu, count: 1 } : null,
+    gpu: options.gpu ? { type: options.gpu, count: options.gpus ?? 1 } : null,
+    ...(options.strategy !== undefined ? { strategy: options.strategy } : {}),
     ...(options.priority !== undefined ? { priority: options.priority } : {}),
     ...(options.timeout !== undefined ? { timeout_s: options.timeout } : {}),
     ...(options.maxAttempts !== undefined ? { max_attempts: options.maxAttempts } : {}),

@@ -56,6 +56,11 @@ program
     [],
   )
   .option("--gpu <type>", "GPU type to run on, e.g. A100-80GB")
+  .option("--gpus <n>", "how many of them (with --gpu)", integer)
+  .option(
+    "--strategy <name>",
+    "how a cloud instance is launched for it: coldstart, roundrobin or race (default: the server's)",
+  )
   .option("--priority <n>", "higher runs first", integer)
   .option("--timeout <seconds>", "fail the run after this many seconds", integer)
   .option("--max-attempts <n>", "attempts before the run fails for good", integer)

@@ -124,11 +124,13 @@ export function median(values: readonly number[]): number | null {
 }
 
 /** Work waiting to start: queued jobs outside batches, and per batch the children it may start now. */
+import type { GpuDemand } from "./provisioning.ts";
+
 export interface ReadyWork {
   /** Queued jobs outside batches that ask for no GPU. */
   jobs: number;
-  /** Queued jobs outside batches that ask for GPUs, per type and count. */
-  gpuJobs: { type: string; count: number; jobs: number }[];
+  /** Queued jobs outside batches that ask for GPUs, per type, count and chosen launch strategy. */
+  gpuJobs: GpuDemand[];
   /** `startable`: pending children, capped by what `max_concurrent` leaves. */
   batches: { model: string; startable: number }[];
 }

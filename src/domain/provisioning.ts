@@ -1,10 +1,11 @@
 import type { GpuAssignment } from "./instance.ts";
 import { canonicalGpu, type Offer } from "./offers.ts";
 
-/** Jobs waiting for one GPU shape. */
+/** Jobs waiting for one GPU shape, and how they asked their instance to be launched (null: the default). */
 export interface GpuDemand {
   type: string;
   count: number;
+  strategy: ProvisioningStrategy | null;
   jobs: number;
 }
 
@@ -16,10 +17,11 @@ export interface GpuInstance {
   busy: boolean;
 }
 
-/** How many instances to launch for one GPU shape. */
+/** How many instances to launch for one GPU shape, and how. */
 export interface LaunchNeed {
   type: string;
   count: number;
+  strategy: ProvisioningStrategy | null;
   launches: number;
 }
 
@@ -40,8 +42,14 @@ export function launchNeeds(demand: readonly GpuDemand[], instances: readonly Gp
         covered++;
       }
     }
-    if (shape.jobs > covered)
-      needs.push({ type: shape.type, count: shape.count, launches: shape.jobs - covered });
+    if (shape.jobs > covered) {
+      needs.push({
+        type: shape.type,
+        count: shape.count,
+        strategy: shape.strategy,
+        launches: shape.jobs - covered,
+      });
+    }
   }
   return needs;
 }
@@ -125,26 +133,32 @@ export function offersToStart(
   return picked;
 }
 
-/** A race's member as the scheduler sees it: whether its agent registered, and whether it still runs. */
+/** A race's member as the scheduler sees it: when its agent registered, whether it works or has ended. */
 export interface RaceMember {
   instanceId: string;
-  registered: boolean;
+  registeredAt: number | null;
+  /** Running a job: it took work before the race was settled, so it is not ended. */
+  busy: boolean;
   ended: boolean;
   launchedAt: number;
   pricePerHour: number;
 }
 
 /**
- * The race's outcome so far: once one member's agent registered, every other member that is still
- * up loses and is ended at once, and what they cost is the race's waste (billed seconds × price).
+ * The race's outcome so far: the member whose agent registered first wins; every other member still
+ * up and not already working loses and is ended at once, and what they cost is the race's waste
+ * (billed seconds × price). A member that took a job meanwhile keeps it: ending it would waste the work.
  */
 export function settleRace(
   members: readonly RaceMember[],
   now: number,
 ): { winner: string; losers: string[]; wasteUsd: number } | null {
-  const winner = members.find((m) => m.registered && !m.ended);
+  const registered = members
+    .filter((m) => m.registeredAt !== null && !m.ended)
+    .sort((a, b) => a.registeredAt! - b.registeredAt!);
+  const winner = registered[0];
   if (!winner) return null;
-  const losers = members.filter((m) => m !== winner && !m.ended);
+  const losers = members.filter((m) => m !== winner && !m.ended && !m.busy);
   const wasteUsd = losers.reduce((sum, m) => sum + ((now - m.launchedAt) / 3_600_000) * m.pricePerHour, 0);
   return { winner: winner.instanceId, losers: losers.map((m) => m.instanceId), wasteUsd };
 }
@@ -172,6 +186,6 @@ export function parseWarmPools(text: string | undefined): WarmPool[] {
 export function warmPoolNeeds(pools: readonly WarmPool[], instances: readonly GpuInstance[]): LaunchNeed[] {
   return pools.flatMap((pool) => {
     const up = instances.filter((i) => i.gpuType === pool.type).length;
-    return up < pool.min ? [{ type: pool.type, count: 1, launches: pool.min - up }] : [];
+    return up < pool.min ? [{ type: pool.type, count: 1, strategy: null, launches: pool.min - up }] : [];
   });
 }

@@ -248,8 +248,8 @@ export class Scheduler {
     );
     if (launchable.size === 0) return;
     const skipped = await this.#skippedMachines(now);
-    const strategy = config.provisioningStrategy;
     for (const need of needs) {
+      const strategy = need.strategy ?? config.provisioningStrategy;
       const search = await offers.search({ gpu: need.type, minGpus: need.count });
       const candidates = candidateOffers(search.offers, need, {
         launchable: (name) => launchable.has(name),
@@ -315,7 +315,8 @@ export class Scheduler {
       const instances = await store.listInstances({ ids: race.map((entry) => entry.instanceId) });
       const members = instances.map((instance) => ({
         instanceId: instance.id,
-        registered: instance.readyAt !== null,
+        registeredAt: instance.readyAt,
+        busy: instance.state === "busy",
         ended: instance.state === "terminated",
         launchedAt: instance.createdAt,
         pricePerHour: instance.pricePerHour ?? 0,

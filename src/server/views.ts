@@ -56,6 +56,8 @@ export function runView(job: Job) {
     parameters: spec.parameters,
     datasets: spec.datasets,
     gpu: spec.gpu,
+    // Runs stored before strategies could be chosen have none in their spec.
+    strategy: spec.strategy ?? null,
     cancel_requested: job.cancelRequested,
     created_at: iso(job.createdAt),
     started_at: iso(job.startedAt),

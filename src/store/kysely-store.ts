@@ -15,6 +15,7 @@ import { decideAfterFailure, JOB_STATUSES, type Job, type JobError, type JobStat
 import type { JsonObject } from "../domain/json.ts";
 import type { LaunchAttempt, LaunchedInstance } from "../domain/machines.ts";
 import type { MarketPoint } from "../domain/offers.ts";
+import type { ProvisioningStrategy } from "../domain/provisioning.ts";
 import {
   type BatchRow,
   CounterMoves,
@@ -370,6 +371,7 @@ export class KyselyStore implements Store {
         created_at: job.createdAt,
         gpu_type: job.gpu?.type ?? null,
         gpu_count: job.gpu?.count ?? 0,
+        strategy: job.strategy ?? null,
       })
       .returningAll()
       .executeTakeFirstOrThrow();
@@ -674,11 +676,11 @@ export class KyselyStore implements Store {
   async readyWork(now: number): Promise<ReadyWork> {
     const single = await this.#db
       .selectFrom("jobs")
-      .select(["gpu_type", "gpu_count", (eb) => eb.fn.countAll<number>().as("n")])
+      .select(["gpu_type", "gpu_count", "strategy", (eb) => eb.fn.countAll<number>().as("n")])
       .where("status", "=", "queued")
       .where("batch_id", "is", null)
       .where("run_at", "<=", now)
-      .groupBy(["gpu_type", "gpu_count"])
+      .groupBy(["gpu_type", "gpu_count", "strategy"])
       .execute();
     const batches = await this.#db
       .selectFrom("batches")
@@ -689,7 +691,16 @@ export class KyselyStore implements Store {
     return {
       jobs: single.filter((g) => g.gpu_type === null).reduce((sum, g) => sum + Number(g.n), 0),
       gpuJobs: single.flatMap((g) =>
-        g.gpu_type === null ? [] : [{ type: g.gpu_type, count: Number(g.gpu_count), jobs: Number(g.n) }],
+        g.gpu_type === null
+          ? []
+          : [
+              {
+                type: g.gpu_type,
+                count: Number(g.gpu_count),
+                strategy: g.strategy as ProvisioningStrategy | null,
+                jobs: Number(g.n),
+              },
+            ],
       ),
       batches: batches.map((b) => ({
         model: b.model,

@@ -221,6 +221,12 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0007_job_strategy": {
+    async up(db: Kysely<unknown>) {
+      // How a GPU run's instance is launched, when the run chose (null: the deployment's default).
+      await db.schema.alterTable("jobs").addColumn("strategy", "text").execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -59,6 +59,7 @@ export interface Database {
     /** The GPU type a job asks for (Hangar's name), null for none; claims match it to instances. */
     gpu_type: string | null;
     gpu_count: Generated<number>;
+    strategy: string | null;
   };
   market_snapshots: {
     org_id: string;

@@ -4,6 +4,7 @@ import type { Job, JobError, JobProgress, JobStatus } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
 import type { LaunchAttempt, LaunchedInstance } from "../domain/machines.ts";
 import type { MarketPoint } from "../domain/offers.ts";
+import type { ProvisioningStrategy } from "../domain/provisioning.ts";
 
 export interface StoreCapabilities {
   /** Claims lock rows with `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on each other. */
@@ -63,6 +64,8 @@ export interface NewJob {
   createdAt: number;
   /** GPUs the job needs; absent or null for none. */
   gpu?: GpuRequirement | null;
+  /** How its instance is launched; absent or null: the deployment's default. */
+  strategy?: ProvisioningStrategy | null;
 }
 
 export interface GpuRequirement {

@@ -30,14 +30,14 @@ describe("launch needs per GPU shape", () => {
   it("launches for the jobs that no booting or idle instance of that shape will take", () => {
     assert.deepEqual(
       launchNeeds(
-        [{ type: "RTX4090", count: 1, jobs: 3 }],
+        [{ type: "RTX4090", count: 1, strategy: null, jobs: 3 }],
         [
           { gpuType: "RTX4090", gpuCount: 1, busy: false },
           { gpuType: "RTX4090", gpuCount: 1, busy: true },
           { gpuType: "H100", gpuCount: 8, busy: false },
         ],
       ),
-      [{ type: "RTX4090", count: 1, launches: 2 }],
+      [{ type: "RTX4090", count: 1, strategy: null, launches: 2 }],
     );
   });
 
@@ -45,17 +45,20 @@ describe("launch needs per GPU shape", () => {
     assert.deepEqual(
       launchNeeds(
         [
-          { type: "H100", count: 1, jobs: 1 },
-          { type: "H100", count: 4, jobs: 1 },
+          { type: "H100", count: 1, strategy: null, jobs: 1 },
+          { type: "H100", count: 4, strategy: "race", jobs: 1 },
         ],
         [{ gpuType: "H100", gpuCount: 8, busy: false }],
       ),
-      [{ type: "H100", count: 1, launches: 1 }],
+      [{ type: "H100", count: 1, strategy: null, launches: 1 }],
       "the 8-GPU machine serves the 4-GPU job; the 1-GPU job needs its own",
     );
     assert.deepEqual(
-      launchNeeds([{ type: "H100", count: 2, jobs: 1 }], [{ gpuType: "H100", gpuCount: 1, busy: false }]),
-      [{ type: "H100", count: 2, launches: 1 }],
+      launchNeeds(
+        [{ type: "H100", count: 2, strategy: null, jobs: 1 }],
+        [{ gpuType: "H100", gpuCount: 1, busy: false }],
+      ),
+      [{ type: "H100", count: 2, strategy: null, launches: 1 }],
     );
   });
 });
@@ -150,26 +153,36 @@ describe("provisioning strategies", () => {
     );
   });
 
-  it("a race is won by the first member to register; the others still up are ended and their cost is waste", () => {
-    const member = (instanceId: string, registered: boolean, ended = false) => ({
+  it("a race is won by the first member to register; the others still up and idle are ended, their cost is waste", () => {
+    const member = (
+      instanceId: string,
+      registeredAt: number | null,
+      state: "up" | "busy" | "ended" = "up",
+    ) => ({
       instanceId,
-      registered,
-      ended,
+      registeredAt,
+      busy: state === "busy",
+      ended: state === "ended",
       launchedAt: 0,
       pricePerHour: 0.36,
     });
     assert.equal(
-      settleRace([member("a", false), member("b", false)], 60_000),
+      settleRace([member("a", null), member("b", null)], 60_000),
       null,
       "nobody has registered yet",
     );
-    const settled = settleRace([member("a", false), member("b", true), member("c", false, true)], 600_000);
-    assert.deepEqual(settled?.winner, "b");
-    assert.deepEqual(settled?.losers, ["a"], "c had already ended");
-    assert.ok(
-      Math.abs(settled!.wasteUsd - 0.06) < 1e-9,
-      `10 min at $0.36/h is $0.06, got ${settled?.wasteUsd}`,
+    const settled = settleRace(
+      [member("a", null), member("b", 50_000), member("c", null, "ended"), member("d", 40_000)],
+      600_000,
     );
+    assert.equal(settled?.winner, "d", "the earliest to register");
+    assert.deepEqual(settled?.losers, ["a", "b"], "c had already ended");
+    assert.ok(
+      Math.abs(settled!.wasteUsd - 0.12) < 1e-9,
+      `2 × 10 min at $0.36/h is $0.12, got ${settled?.wasteUsd}`,
+    );
+    const working = settleRace([member("a", 10_000), member("b", 20_000, "busy")], 600_000);
+    assert.deepEqual(working?.losers, [], "a member that already took a job keeps it");
   });
 
   it("warm pools are read from TYPE:MIN pairs and keep their minimum up", () => {
@@ -181,7 +194,7 @@ describe("provisioning strategies", () => {
     assert.throws(() => parseWarmPools("RTX4090"), /"RTX4090" is not TYPE:MIN/);
     assert.deepEqual(
       warmPoolNeeds(parseWarmPools("RTX4090:2,H100:0"), [{ gpuType: "RTX4090", gpuCount: 1, busy: true }]),
-      [{ type: "RTX4090", count: 1, launches: 1 }],
+      [{ type: "RTX4090", count: 1, strategy: null, launches: 1 }],
       "a busy member still counts as up; a pool of 0 scales to zero",
     );
   });

@@ -559,6 +559,18 @@ describe("HTTP API contract (one real server)", { concurrency: 1 }, () => {
         assertError(await submit({ gpu: { type: "T4", count: 1, vram: 16 } }), 400, "validation_failed");
         assertError(await submit({ gpu: { type: "T4", count: 0 } }), 400, "validation_failed", /count/);
         assertError(await submit({ priority: "high" }), 400, "validation_failed", /priority/);
+        assertError(
+          await submit({ strategy: "race" }),
+          400,
+          "strategy_needs_gpu",
+          /strategy \("race"\) applies to runs on a cloud GPU/,
+        );
+        assertError(
+          await submit({ gpu: { type: "T4", count: 1 }, strategy: "fastest" }),
+          400,
+          "validation_failed",
+          /strategy/,
+        );
         assertError(await submit({ timeout_s: 0 }), 400, "validation_failed", /timeout_s/);
         assertError(
           await submit({ backoff_min_s: 60, backoff_max_s: 10 }),

@@ -134,6 +134,26 @@ describe("GPU work on an emulated cloud, through the real clients, agent and obj
     assert.equal(report.region, "west");
   });
 
+  it("races a run asking for it (--strategy race): pods on both RunPod clouds, the loser ended once one registers", async (t) => {
+    const runpod = await startRunPodEmulator("rp_test_key", { bootDelayMs: 300 });
+    t.after(() => runpod.close());
+    const server = await serverWithRunPod(t, runpod);
+    const submitted = await submitGpuRun(server, ["--strategy", "race", "--wait"]);
+    const run = JSON.parse(submitted.stdout) as { status: string; strategy: string | null };
+    assert.equal(run.status, "succeeded", submitted.stdout + server.output());
+    assert.equal(run.strategy, "race");
+    const pods = [...runpod.pods.values()];
+    assert.deepEqual(
+      pods.map((pod) => pod.gpuTypeId),
+      ["NVIDIA GeForce RTX 4090", "NVIDIA GeForce RTX 4090"],
+      "community and secure cloud raced (RunPod's two on-demand RTX 4090 offers)",
+    );
+    await waitFor("the losing pod to be terminated", async () => livePods(runpod).length <= 1);
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    const waste = Number(/^hangar_race_waste_usd_total (\S+)$/m.exec(metrics)?.[1]);
+    assert.ok(waste > 0, `the loser's cost is recorded: ${waste}`);
+  });
+
   it("resumes a run whose spot pod was preempted on a new pod, without spending an attempt", async (t) => {
     const runpod = await startRunPodEmulator();
     t.after(() => runpod.close());

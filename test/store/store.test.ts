@@ -68,14 +68,21 @@ for (const dialect of DIALECTS) {
       const one = await store.enqueue(newJob({ gpu: { type: "RTX4090", count: 1 } }));
       const two = await store.enqueue(newJob({ gpu: { type: "RTX4090", count: 2 } }));
       const h100 = await store.enqueue(newJob({ gpu: { type: "H100", count: 1 } }));
+      const raced = await store.enqueue(newJob({ gpu: { type: "H100", count: 1 }, strategy: "race" }));
       const work = await store.readyWork(2_000);
       assert.equal(work.jobs, 1);
       assert.deepEqual(
-        work.gpuJobs.sort((a, b) => a.type.localeCompare(b.type) || a.count - b.count),
+        work.gpuJobs.sort(
+          (a, b) =>
+            a.type.localeCompare(b.type) ||
+            a.count - b.count ||
+            String(a.strategy).localeCompare(String(b.strategy)),
+        ),
         [
-          { type: "H100", count: 1, jobs: 1 },
-          { type: "RTX4090", count: 1, jobs: 1 },
-          { type: "RTX4090", count: 2, jobs: 1 },
+          { type: "H100", count: 1, strategy: null, jobs: 1 },
+          { type: "H100", count: 1, strategy: "race", jobs: 1 },
+          { type: "RTX4090", count: 1, strategy: null, jobs: 1 },
+          { type: "RTX4090", count: 2, strategy: null, jobs: 1 },
         ],
       );
       const claim = (placement: Parameters<Store["claim"]>[0]["placement"]) =>
@@ -101,7 +108,7 @@ for (const dialect of DIALECTS) {
       const fallback = await claim({ cpuJobs: true, gpu: null, anyGpu: true });
       assert.deepEqual(
         fallback.map((j) => j.id).sort(),
-        [two.id, h100.id].sort(),
+        [two.id, h100.id, raced.id].sort(),
         "no cloud: this host takes all",
       );
       for (const job of [...cloudOne, ...here, ...fallback]) {

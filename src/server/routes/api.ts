@@ -14,6 +14,7 @@ import {
 } from "../../app/runs.ts";
 import { badRequest, payloadTooLarge, unauthorized } from "../../domain/errors.ts";
 import { isTerminal } from "../../domain/job.ts";
+import { PROVISIONING_STRATEGIES } from "../../domain/provisioning.ts";
 import { datasetView, notebookView, runView } from "../views.ts";
 import { offerRoutes } from "./offers.ts";
 import { predictionRoutes } from "./predictions.ts";
@@ -42,6 +43,14 @@ const RunRequest = Type.Object(
         ),
         Type.Null(),
       ]),
+    ),
+    strategy: Type.Optional(
+      Type.Union(
+        PROVISIONING_STRATEGIES.map((name) => Type.Literal(name)),
+        {
+          description: "How a GPU run's cloud instance is launched; absent: the deployment's default",
+        },
+      ),
     ),
     priority: Type.Optional(Type.Integer({ minimum: -1000, maximum: 1000 })),
     timeout_s: Type.Optional(Type.Integer({ minimum: 1, maximum: 7 * 24 * 3600 })),
