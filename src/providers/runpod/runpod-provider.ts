@@ -8,6 +8,7 @@ import type {
   ProviderCapabilities,
   ProviderInstanceStatus,
 } from "../provider.ts";
+import { shellQuote } from "../shell.ts";
 import type { RunPodClient, RunPodGpuType, RunPodPod } from "./runpod-client.ts";
 
 /**
@@ -58,6 +59,7 @@ export class RunPodProvider implements ComputeProvider {
       gpuCount: spec.offer.gpuCount,
       containerDiskInGb: spec.diskGb,
       volumeInGb: 0,
+      // RunPod hands `dockerArgs` to the container as its command line.
       dockerArgs: `sh -c ${shellQuote(spec.bootstrapCommand)}`,
       env: Object.entries(env).map(([key, value]) => ({ key, value })),
       ...(spot ? { bidPerGpu: spec.offer.pricePerHour / Math.max(1, spec.offer.gpuCount) } : {}),
@@ -117,11 +119,6 @@ function parseOfferId(id: string): { gpuTypeId: string; cloudType: "COMMUNITY" |
     cloudType: match[2] as "COMMUNITY" | "SECURE",
     spot: match[3] !== undefined,
   };
-}
-
-/** One shell word: RunPod hands `dockerArgs` to the container as its command line. */
-function shellQuote(text: string): string {
-  return `'${text.replaceAll("'", `'\\''`)}'`;
 }
 
 function offersOf(type: RunPodGpuType, gpuCount: number, fetchedAt: number): Offer[] {

@@ -1,4 +1,5 @@
 import { callJson, DEFAULT_RETRY, ProviderApiError, type RetryPolicy } from "../http.ts";
+import { shellQuote } from "../shell.ts";
 
 export const TENSORDOCK_API_URL = "https://dashboard.tensordock.com/api/v2";
 
@@ -61,13 +62,9 @@ export const TENSORDOCK_IMAGE = "ubuntu2404";
 export function bootScript(command: string, env: Readonly<Record<string, string>>): string {
   const exports = Object.entries(env).map(([key, value]) => {
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new Error(`Not an environment variable name: ${key}`);
-    return `export ${key}=${shellQuoted(value)}`;
+    return `export ${key}=${shellQuote(value)}`;
   });
   return [...exports, command].join("\n");
-}
-
-function shellQuoted(value: string): string {
-  return `'${value.replaceAll("'", `'\\''`)}'`;
 }
 
 /**
