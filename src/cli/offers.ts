@@ -43,6 +43,23 @@ interface PriceView {
 
 const price = (value: number) => `$${value.toFixed(3)}/h`;
 
+/** 45s, 12m, 3h05m. */
+function age(seconds: number): string {
+  if (seconds < 60) return `${seconds}s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m`;
+  return `${Math.floor(seconds / 3600)}h${String(Math.floor((seconds % 3600) / 60)).padStart(2, "0")}m`;
+}
+
+interface InstanceView {
+  id: string;
+  provider: string;
+  state: string;
+  gpus: { name: string }[];
+  price_per_hour: number | null;
+  age_s: number;
+  termination_reason: string | null;
+}
+
 function warnFailures(failures: Failure[]): void {
   for (const failure of failures) process.stderr.write(`warning: ${failure.provider}: ${failure.message}\n`);
 }
@@ -128,6 +145,30 @@ export function addOfferCommands(program: Command): void {
       for (const row of answer.gpus) {
         print(`${row.gpu.padEnd(12)} ${spread(row.on_demand).padEnd(46)} ${spread(row.spot)}`);
       }
+    });
+
+  program
+    .command("instances")
+    .description("this org's live instances: provider, GPUs, state, age and what they bill per hour")
+    .option("--all", "also those ended in the last 24 h")
+    .option("--json", "print JSON: {instances, live, price_per_hour}")
+    .action(async (options: { all?: boolean; json?: boolean }) => {
+      const answer = await HangarClient.fromEnv().request<{
+        instances: InstanceView[];
+        live: number;
+        price_per_hour: number;
+      }>("GET", `/api/v1/instances${options.all ? "?all=true" : ""}`);
+      if (options.json) return print(answer);
+      if (answer.instances.length === 0) return print("no instances");
+      print("INSTANCE                              PROVIDER    STATE         GPUS          PRICE/H   AGE");
+      for (const i of answer.instances) {
+        const gpus = i.gpus.length === 0 ? "-" : `${i.gpus.length}x ${i.gpus[0]!.name}`;
+        print(
+          `${i.id.padEnd(37)} ${i.provider.padEnd(11)} ${i.state.padEnd(13)} ${gpus.padEnd(11)} ${price(i.price_per_hour ?? 0).padStart(10)}   ${age(i.age_s)}`,
+        );
+        if (i.termination_reason) print(`${"".padEnd(38)}ended: ${i.termination_reason}`);
+      }
+      print(`${answer.live} live, billing ${price(answer.price_per_hour)}`);
     });
 
   program

@@ -44,4 +44,6 @@ export interface Instance {
   agentTokenHash: string | null;
   /** What the provider reports this instance costs per hour; null until it answered the launch. */
   pricePerHour: number | null;
+  /** The host it landed on; null until the provider answered the launch. */
+  machineId: string | null;
 }

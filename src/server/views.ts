@@ -1,6 +1,7 @@
 import type { PredictionJobSpec, PredictionTargetSpec } from "../app/predictions.ts";
 import type { NotebookRunSpec } from "../app/runs.ts";
 import { type Batch, etaSeconds, isBatchFinished, statisticsFromSums } from "../domain/batch.ts";
+import type { Instance } from "../domain/instance.ts";
 import { isTerminal, type Job } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
 import { type LaunchAttempt, type MachineRecord, outcomeOf } from "../domain/machines.ts";
@@ -194,6 +195,23 @@ export function machineView(record: MachineRecord) {
     last_attempt_at: iso(record.lastAttemptAt),
     last_error: record.lastError,
     skipped_until: iso(record.skippedUntil),
+  };
+}
+
+export function computeInstanceView(instance: Instance, now: number) {
+  return {
+    id: instance.id,
+    provider: instance.provider,
+    provider_instance_id: instance.providerInstanceId,
+    state: instance.state,
+    gpus: instance.gpus.map((g) => ({ index: g.index, name: g.name, memory_mib: g.memoryMiB })),
+    machine_id: instance.machineId,
+    price_per_hour: instance.pricePerHour,
+    created_at: iso(instance.createdAt),
+    ready_at: iso(instance.readyAt),
+    age_s: Math.round(((instance.terminatedAt ?? now) - instance.createdAt) / 1000),
+    terminated_at: iso(instance.terminatedAt),
+    termination_reason: instance.terminationReason,
   };
 }
 

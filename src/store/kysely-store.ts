@@ -103,6 +103,7 @@ function toInstance(row: InstanceRow): Instance {
     bootstrapTokenHash: row.bootstrap_token_hash,
     agentTokenHash: row.agent_token_hash,
     pricePerHour: row.price_per_hour,
+    machineId: row.machine_id,
   };
 }
 
@@ -1245,12 +1246,16 @@ export class KyselyStore implements Store {
   }
 
   async listInstances(filter: {
+    orgId?: string;
     provider?: string;
     states?: readonly InstanceState[];
     ids?: readonly string[];
+    since?: number;
   }): Promise<Instance[]> {
     if (filter.ids?.length === 0) return [];
     let q = this.#db.selectFrom("instances").selectAll();
+    if (filter.orgId !== undefined) q = q.where("org_id", "=", filter.orgId);
+    if (filter.since !== undefined) q = q.where("created_at", ">=", filter.since);
     if (filter.ids !== undefined) q = q.where("id", "in", filter.ids);
     if (filter.provider !== undefined) q = q.where("provider", "=", filter.provider);
     if (filter.states !== undefined) q = q.where("state", "in", filter.states);

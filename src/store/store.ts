@@ -318,9 +318,13 @@ export interface Store {
   ): Promise<boolean>;
   touchInstance(id: string, now: number): Promise<void>;
   listInstances(filter: {
+    /** A user's view is scoped by org; the scheduler's sees every instance. */
+    orgId?: string;
     provider?: string;
     states?: readonly InstanceState[];
     ids?: readonly string[];
+    /** Instances created at or after this time (epoch ms). */
+    since?: number;
   }): Promise<Instance[]>;
   countInstancesByState(): Promise<Record<InstanceState, number>>;
 

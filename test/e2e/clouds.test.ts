@@ -95,6 +95,20 @@ describe("GPU work on an emulated cloud, through the real clients, agent and obj
     const machine = history.machines.find((m) => m.provider === "runpod");
     assert.equal(machine?.machine_id, pod.machineId);
     assert.equal(machine?.ready, 1);
+
+    // What is billing now: the idle pod, at the price RunPod reports for it.
+    const listed = JSON.parse((await cli(server, ["instances", "--json"])).stdout) as {
+      instances: { provider: string; provider_instance_id: string; state: string; price_per_hour: number }[];
+      live: number;
+      price_per_hour: number;
+    };
+    assert.deepEqual(
+      listed.instances.map((i) => [i.provider, i.provider_instance_id, i.state, i.price_per_hour]),
+      [["runpod", pod.id, "idle", pod.costPerHr]],
+    );
+    assert.deepEqual([listed.live, listed.price_per_hour], [1, pod.costPerHr]);
+    const table = (await cli(server, ["instances"])).stdout;
+    assert.match(table, new RegExp(`1 live, billing \\$${pod.costPerHr.toFixed(3)}/h`));
   });
 
   it('runs a notebook with --gpu "RTX 4090" on Vast.ai: the cheapest ask rented, its container runs the agent', async (t) => {

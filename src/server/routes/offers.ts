@@ -3,8 +3,16 @@ import type { FastifyInstance } from "fastify";
 import type { AppContext } from "../../app/context.ts";
 import { HISTORY_DAYS, launchHistory } from "../../app/machines.ts";
 import { badRequest } from "../../domain/errors.ts";
+import { LIVE_STATES } from "../../domain/instance.ts";
 import { MARKET_HISTORY_DAYS, type OfferQuery } from "../../domain/offers.ts";
-import { launchAttemptView, machineView, marketPointView, marketRowView, offerView } from "../views.ts";
+import {
+  computeInstanceView,
+  launchAttemptView,
+  machineView,
+  marketPointView,
+  marketRowView,
+  offerView,
+} from "../views.ts";
 
 const OffersQuery = Type.Object({
   gpu: Type.Optional(
@@ -45,6 +53,32 @@ export function offerRoutes(app: FastifyInstance, ctx: AppContext) {
       failures,
     };
   });
+
+  api.get(
+    "/instances",
+    {
+      schema: {
+        tags: ["offers"],
+        description:
+          "This org's instances: the live ones (what is billing now, and at what hourly price), or with all=true also those ended in the last 24 h",
+        querystring: Type.Object({ all: Type.Optional(Type.Boolean({ default: false })) }),
+      },
+    },
+    async (request) => {
+      const now = ctx.now();
+      const instances = await ctx.store.listInstances({
+        orgId: request.orgId,
+        ...(request.query.all ? { since: now - 86_400_000 } : { states: LIVE_STATES }),
+      });
+      const live = instances.filter((i) => i.state !== "terminated");
+      return {
+        instances: instances.map((instance) => computeInstanceView(instance, now)),
+        live: live.length,
+        // What the live instances bill together, as their providers reported it at launch.
+        price_per_hour: Math.round(live.reduce((sum, i) => sum + (i.pricePerHour ?? 0), 0) * 1e4) / 1e4,
+      };
+    },
+  );
 
   api.get(
     "/machines/history",
