@@ -20,6 +20,8 @@ export interface Config {
   publicUrl: string | undefined;
   bootstrapApiKey: string | undefined;
   signingSecret: string;
+  /** Seals orgs' cloud credentials at rest (AES-256-GCM, 32 bytes). */
+  credentialsKey: Buffer;
   /** Labels this deployment's instances at their providers; replicas of one deployment share it. */
   deploymentId: string;
   /** An agent that cannot reach the control plane this long ends its instance (kill switch). */
@@ -186,6 +188,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     publicUrl: env.HANGAR_PUBLIC_URL || undefined,
     bootstrapApiKey: env.HANGAR_BOOTSTRAP_API_KEY || undefined,
     signingSecret: env.HANGAR_SIGNING_SECRET || persistentRandom(dataDir, "signing-secret", 32),
+    credentialsKey: env.HANGAR_CREDENTIALS_KEY
+      ? Buffer.from(env.HANGAR_CREDENTIALS_KEY, "base64")
+      : Buffer.from(persistentRandom(dataDir, "credentials-key", 32), "base64url"),
     deploymentId: env.HANGAR_DEPLOYMENT_ID || persistentRandom(dataDir, "deployment-id", 9, "hgr-"),
     reconcileIntervalS: int(env, "HANGAR_RECONCILE_INTERVAL_S", 60, 1),
     agentReconnectS: int(env, "HANGAR_AGENT_RECONNECT_S", 900, 1),

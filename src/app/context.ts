@@ -5,6 +5,7 @@ import type { Config } from "../config.ts";
 import type { TerminationTracker } from "../domain/reconcile.ts";
 import type { ComputeProvider } from "../providers/provider.ts";
 import type { Store } from "../store/store.ts";
+import type { CloudCredentials } from "./credentials.ts";
 import type { Metrics } from "./metrics.ts";
 import type { OfferBook } from "./offers.ts";
 
@@ -13,10 +14,12 @@ export interface AppContext {
   config: Config;
   store: Store;
   blobs: BlobStore;
-  /** This host first, then every configured cloud; each instance names its provider. */
+  /** This host first, then every configured cloud; each instance names its provider. Replaced when credentials change. */
   providers: readonly ComputeProvider[];
-  /** Live offers of every configured provider (this machine, RunPod, Vast.ai, …). */
+  /** Live offers of every configured provider (this machine, RunPod, Vast.ai, …). Replaced with `providers`. */
   offers: OfferBook;
+  /** The org's stored cloud credentials, and the clouds built from them. */
+  credentials: CloudCredentials;
   /** Stray instances whose termination the provider has not confirmed yet (reconciler). */
   terminations: TerminationTracker;
   metrics: Metrics;

@@ -50,6 +50,29 @@ function age(seconds: number): string {
   return `${Math.floor(seconds / 3600)}h${String(Math.floor((seconds % 3600) / 60)).padStart(2, "0")}m`;
 }
 
+interface ProvidersView {
+  providers: {
+    name: string;
+    configured_by: string | null;
+    key_hint: string | null;
+    updated_at: string | null;
+  }[];
+  in_use: string[];
+}
+
+function printProviders(view: ProvidersView): void {
+  print("PROVIDER     IN USE  CREDENTIALS");
+  for (const p of view.providers) {
+    const from =
+      p.configured_by === "org"
+        ? `this org's key ${p.key_hint} (set ${p.updated_at})`
+        : p.configured_by === "server"
+          ? "the server's"
+          : "none";
+    print(`${p.name.padEnd(12)} ${(view.in_use.includes(p.name) ? "yes" : "no").padEnd(7)} ${from}`);
+  }
+}
+
 interface InstanceView {
   id: string;
   provider: string;
@@ -145,6 +168,47 @@ export function addOfferCommands(program: Command): void {
       for (const row of answer.gpus) {
         print(`${row.gpu.padEnd(12)} ${spread(row.on_demand).padEnd(46)} ${spread(row.spot)}`);
       }
+    });
+
+  const providers = program
+    .command("providers")
+    .description(
+      "providers in use, and where each cloud's credentials come from (the server's environment or this org)",
+    )
+    .option("--json", "print JSON")
+    .action(async (options: { json?: boolean }) => {
+      const answer = await HangarClient.fromEnv().request<ProvidersView>("GET", "/api/v1/providers");
+      if (options.json) return print(answer);
+      printProviders(answer);
+    });
+  providers
+    .command("set <name>")
+    .description(
+      "store this org's API key for a cloud (runpod, vastai, tensordock), read from standard input",
+    )
+    .option("--url <url>", "another endpoint for it (a proxy, an emulator)")
+    .action(async (name: string, options: { url?: string }) => {
+      // Read from stdin, never from the command line, where other users' `ps` and the shell history see it.
+      if (process.stdin.isTTY) process.stderr.write(`API key for ${name}: `);
+      const chunks: Buffer[] = [];
+      for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+      const apiKey = Buffer.concat(chunks).toString("utf8").trim();
+      const answer = await HangarClient.fromEnv().request<ProvidersView>(
+        "PUT",
+        `/api/v1/providers/${encodeURIComponent(name)}/credentials`,
+        { api_key: apiKey, ...(options.url ? { api_url: options.url } : {}) },
+      );
+      printProviders(answer);
+    });
+  providers
+    .command("unset <name>")
+    .description("delete this org's stored API key for a cloud (the server's environment applies again)")
+    .action(async (name: string) => {
+      await HangarClient.fromEnv().request(
+        "DELETE",
+        `/api/v1/providers/${encodeURIComponent(name)}/credentials`,
+      );
+      print(`${name}: stored credentials deleted`);
     });
 
   program

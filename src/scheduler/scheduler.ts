@@ -26,6 +26,8 @@ import { MODEL_SPECS } from "../models/registry.ts";
 import type { ComputeProvider } from "../providers/provider.ts";
 import { AGENT_BOOTSTRAP_COMMAND } from "./bootstrap.ts";
 
+/** How often a server looks for cloud credentials stored through another replica. */
+const CREDENTIALS_REFRESH_MS = 30_000;
 /** How long RoundRobin passes over an offer whose instance failed to boot. */
 const FAILED_OFFER_SKIP_MS = 15 * 60_000;
 /** The launch history that decides which machines are skipped (domain/machines.ts). */
@@ -48,6 +50,7 @@ export class Scheduler {
   readonly #launchBackoff = new Map<string, LaunchBackoff>();
   #stopped = false;
   readonly #reconciledAt = new Map<string, number>();
+  #credentialsCheckedAt: number;
   /** Races under way: instances launched together for one need; the first to register wins. */
   readonly #races: RaceEntry[][] = [];
   /** The offer each cloud instance was launched from, and offers that failed to boot lately (RoundRobin skips them). */
@@ -63,6 +66,7 @@ export class Scheduler {
     this.#hub = hub;
     this.#agentUrl = agentUrl;
     this.#startedAt = ctx.now();
+    this.#credentialsCheckedAt = this.#startedAt;
     for (const provider of ctx.providers) {
       provider.onExit?.((providerInstanceId, reason) => {
         // After stop() the store may be closed; drain() already recorded the terminations it caused.
@@ -101,6 +105,12 @@ export class Scheduler {
     const { store, config } = this.#ctx;
     const interval = config.schedulerIntervalMs;
     const now = this.#ctx.now();
+    // Every server uses its own providers: each picks up credentials another replica stored.
+    if (now - this.#credentialsCheckedAt >= CREDENTIALS_REFRESH_MS) {
+      this.#credentialsCheckedAt = now;
+      if (await this.#ctx.credentials.refresh(this.#ctx))
+        this.#ctx.log.info("cloud credentials changed; providers rebuilt");
+    }
     // After a restart, agents get one lease period to reconnect before their leases count as lapsed.
     if (now - this.#startedAt >= config.leaseS * 1000 && (await store.tryRunLoop("reap", interval, now))) {
       await this.reap(now);

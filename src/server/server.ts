@@ -3,6 +3,7 @@ import { dirname, join } from "node:path";
 import { AgentHub } from "../app/agent-hub.ts";
 import { ensureBootstrapKey } from "../app/api-keys.ts";
 import { type AppContext, createEvents } from "../app/context.ts";
+import { CloudCredentials, CredentialVault } from "../app/credentials.ts";
 import { Metrics } from "../app/metrics.ts";
 import { OfferBook } from "../app/offers.ts";
 import { openBlobStore } from "../blob/index.ts";
@@ -12,10 +13,7 @@ import { TerminationTracker } from "../domain/reconcile.ts";
 import { MODEL_SETTINGS } from "../models/settings.ts";
 import { detectLocalGpus, LocalProvider } from "../providers/local/index.ts";
 import type { ComputeProvider } from "../providers/provider.ts";
-import { runpodFromEnv } from "../providers/runpod/index.ts";
 import { simFromEnv } from "../providers/sim/index.ts";
-import { tensordockFromEnv } from "../providers/tensordock/index.ts";
-import { vastFromEnv } from "../providers/vastai/index.ts";
 import { Scheduler } from "../scheduler/scheduler.ts";
 import { openStore } from "../store/index.ts";
 import { buildHttpApp } from "./app.ts";
@@ -70,11 +68,9 @@ export async function startServer(
     env: { HANGAR_PYTHON: config.python, ...modelSettings(process.env) },
   });
   const cloudOptions = { maxInstances: config.cloudMaxInstances };
+  // The clouds (RunPod, Vast.ai, TensorDock) join below, from the environment and the org's credentials.
   const providers: ComputeProvider[] = [
     provider,
-    runpodFromEnv(process.env, cloudOptions),
-    vastFromEnv(process.env, cloudOptions),
-    tensordockFromEnv(process.env, cloudOptions),
     simFromEnv(process.env, { ...cloudOptions, dataDir: config.dataDir }),
     ...(options.extraProviders ?? []),
   ].filter((source) => source !== null);
@@ -84,6 +80,7 @@ export async function startServer(
     store,
     blobs,
     providers,
+    credentials: new CloudCredentials(new CredentialVault(config.credentialsKey)),
     offers: new OfferBook(providers, { ttlMs: config.offersCacheS * 1000, now: Date.now }),
     terminations,
     metrics: new Metrics(store, terminations),
@@ -94,6 +91,7 @@ export async function startServer(
     defaultOrgId: DEFAULT_ORG,
   };
   await store.ensureOrg(DEFAULT_ORG, "default", ctx.now());
+  await ctx.credentials.refresh(ctx);
   const bootstrap = await ensureBootstrapKey(store, DEFAULT_ORG, config.bootstrapApiKey, ctx.now());
   const createdApiKey = bootstrap.created && !config.bootstrapApiKey ? bootstrap.key : null;
   if (createdApiKey) {
@@ -114,7 +112,7 @@ export async function startServer(
       store: store.dialect,
       blobs: config.blobStore.kind,
       gpus: gpus.length,
-      providers: providers.map((p) => p.name),
+      providers: ctx.providers.map((p) => p.name),
       data_dir: config.dataDir,
     },
     "hangar server started",
@@ -132,7 +130,7 @@ export async function startServer(
         await scheduler.stop();
         await scheduler.drain(config.shutdownGraceS * 1000);
         // Providers handed in belong to the caller, who may start another server on them.
-        for (const provider of providers) {
+        for (const provider of ctx.providers) {
           if (!options.extraProviders?.includes(provider)) await provider.close?.();
         }
         await app.close();

@@ -46,6 +46,7 @@ import type {
   NewJob,
   NotebookRecord,
   Placement,
+  SealedCredential,
   Store,
   StoreCapabilities,
 } from "./store.ts";
@@ -1136,6 +1137,48 @@ export class KyselyStore implements Store {
       })
       .where("id", "=", id)
       .execute();
+  }
+
+  async putCredential(credential: SealedCredential): Promise<void> {
+    const values = {
+      ciphertext: credential.ciphertext,
+      iv: credential.iv,
+      tag: credential.tag,
+      key_hint: credential.keyHint,
+      updated_at: credential.updatedAt,
+    };
+    await this.#db
+      .insertInto("provider_credentials")
+      .values({ org_id: credential.orgId, provider: credential.provider, ...values })
+      .onConflict((oc) => oc.columns(["org_id", "provider"]).doUpdateSet(values))
+      .execute();
+  }
+
+  async listCredentials(orgId: string): Promise<SealedCredential[]> {
+    const rows = await this.#db
+      .selectFrom("provider_credentials")
+      .selectAll()
+      .where("org_id", "=", orgId)
+      .orderBy("provider")
+      .execute();
+    return rows.map((row) => ({
+      orgId: row.org_id,
+      provider: row.provider,
+      ciphertext: row.ciphertext,
+      iv: row.iv,
+      tag: row.tag,
+      keyHint: row.key_hint,
+      updatedAt: Number(row.updated_at),
+    }));
+  }
+
+  async deleteCredential(orgId: string, provider: string): Promise<boolean> {
+    const result = await this.#db
+      .deleteFrom("provider_credentials")
+      .where("org_id", "=", orgId)
+      .where("provider", "=", provider)
+      .executeTakeFirst();
+    return Number(result.numDeletedRows) > 0;
   }
 
   async insertMarketPoints(orgId: string, points: readonly MarketPoint[], keepSince: number): Promise<void> {

@@ -227,6 +227,22 @@ const migrations: Record<string, Migration> = {
       await db.schema.alterTable("jobs").addColumn("strategy", "text").execute();
     },
   },
+  "0008_provider_credentials": {
+    async up(db: Kysely<unknown>) {
+      // An org's cloud credentials, sealed (AES-256-GCM): never stored, logged or returned in clear.
+      await db.schema
+        .createTable("provider_credentials")
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("provider", "text", (c) => c.notNull())
+        .addColumn("ciphertext", "text", (c) => c.notNull())
+        .addColumn("iv", "text", (c) => c.notNull())
+        .addColumn("tag", "text", (c) => c.notNull())
+        .addColumn("key_hint", "text", (c) => c.notNull())
+        .addColumn("updated_at", "bigint", (c) => c.notNull())
+        .addPrimaryKeyConstraint("provider_credentials_pk", ["org_id", "provider"])
+        .execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -61,6 +61,15 @@ export interface Database {
     gpu_count: Generated<number>;
     strategy: string | null;
   };
+  provider_credentials: {
+    org_id: string;
+    provider: string;
+    ciphertext: string;
+    iv: string;
+    tag: string;
+    key_hint: string;
+    updated_at: number;
+  };
   market_snapshots: {
     org_id: string;
     taken_at: number;

@@ -104,6 +104,17 @@ export interface LeaseRef {
 export type HeartbeatResult = { held: true; cancelRequested: boolean } | { held: false };
 
 /** A prediction's result travels with its success; `score` also feeds its batch's statistics. */
+/** A cloud credential of an org as stored: sealed, with the last characters of its key as a hint. */
+export interface SealedCredential {
+  orgId: string;
+  provider: string;
+  ciphertext: string;
+  iv: string;
+  tag: string;
+  keyHint: string;
+  updatedAt: number;
+}
+
 /** One attempt to end, with the log entries its agent had not shipped yet. */
 export interface FinishItem {
   lease: LeaseRef;
@@ -327,6 +338,12 @@ export interface Store {
     since?: number;
   }): Promise<Instance[]>;
   countInstancesByState(): Promise<Record<InstanceState, number>>;
+
+  /** Stores (or replaces) an org's sealed credential for one provider. */
+  putCredential(credential: SealedCredential): Promise<void>;
+  listCredentials(orgId: string): Promise<SealedCredential[]>;
+  /** Whether there was one to delete. */
+  deleteCredential(orgId: string, provider: string): Promise<boolean>;
 
   /** Keeps one market snapshot of an org (its credentials made the offers); drops those before `keepSince`. */
   insertMarketPoints(orgId: string, points: readonly MarketPoint[], keepSince: number): Promise<void>;

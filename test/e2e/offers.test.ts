@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
@@ -123,6 +124,77 @@ describe("offers from every configured provider (RunPod, Vast.ai and TensorDock 
     assert.equal(rtx?.on_demand?.min, 0.29, "Vast's 2-GPU machine at $0.58/h is $0.29 per GPU-hour");
     assert.equal(rtx?.spot?.min, 0.165);
     assert.ok(rows.some((r) => r.gpu === "H100"));
+  });
+
+  it("takes an org's cloud credentials through the API: sealed at rest, never shown, used at once", async (t) => {
+    const plain = await spawnServer({ HANGAR_OFFERS_CACHE_S: "0", HANGAR_MARKET_SNAPSHOT_S: "0" });
+    t.after(() => stopServer(plain));
+    const offersOf = async () =>
+      await plain.client.request<{ offers: OfferView[]; failures: { provider: string; message: string }[] }>(
+        "GET",
+        "/api/v1/offers",
+      );
+    assert.ok(!(await offersOf()).offers.some((o) => o.provider === "vastai"), "no Vast.ai before");
+
+    const put = (name: string, body: unknown) =>
+      fetch(`${plain.url}/api/v1/providers/${name}/credentials`, {
+        method: "PUT",
+        headers: { authorization: `Bearer ${TEST_API_KEY}`, "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    const stored = await put("vastai", { api_key: vast.apiKey, api_url: vast.url });
+    assert.equal(stored.status, 200);
+    const view = (await stored.json()) as {
+      providers: { name: string; configured_by: string | null; key_hint: string | null }[];
+    };
+    const vastView = view.providers.find((p) => p.name === "vastai");
+    assert.deepEqual([vastView?.configured_by, vastView?.key_hint], ["org", `…${vast.apiKey.slice(-4)}`]);
+    assert.ok(!JSON.stringify(view).includes(vast.apiKey), "the key is never returned");
+    const offers = await offersOf();
+    assert.ok(
+      offers.offers.some((o) => o.provider === "vastai"),
+      JSON.stringify(offers.failures),
+    );
+
+    // A wrong key is stored as given, and Vast's refusal shows where offers are asked for.
+    assert.equal((await put("vastai", { api_key: "vast_wrong_key_9999", api_url: vast.url })).status, 200);
+    const refused = await offersOf();
+    assert.match(
+      refused.failures.find((f) => f.provider === "vastai")?.message ?? "",
+      /refused \(VAST_API_KEY\)/,
+    );
+    assert.ok(!JSON.stringify(refused).includes("vast_wrong_key_9999"));
+
+    assert.equal((await put("gcp", { api_key: "k" })).status, 404);
+    assert.equal((await put("vastai", { api_key: "two words" })).status, 400);
+    assert.equal((await put("vastai", { api_key: "" })).status, 400);
+
+    // At rest: no trace of either key in the database file or the server's log.
+    const database = await readFile(join(plain.dataDir, "hangar.sqlite")).catch(() => Buffer.alloc(0));
+    const wal = await readFile(join(plain.dataDir, "hangar.sqlite-wal")).catch(() => Buffer.alloc(0));
+    assert.ok(database.length + wal.length > 0, "the database was read");
+    for (const secret of [vast.apiKey, "vast_wrong_key_9999"]) {
+      assert.ok(!database.includes(secret) && !wal.includes(secret), `${secret} is not in the database`);
+      assert.ok(!plain.output().includes(secret), `${secret} is not in the log`);
+    }
+
+    // The CLI reads the key from standard input, so it never sits on a command line.
+    const env = { ...process.env, HANGAR_URL: plain.url, HANGAR_API_KEY: TEST_API_KEY };
+    const hangar = join(REPO_ROOT, "hangar");
+    await exec("sh", ["-c", `printf '%s\\n' "$KEY" | "${hangar}" providers set vastai --url "${vast.url}"`], {
+      env: { ...env, KEY: vast.apiKey },
+    });
+    const table = (await exec(hangar, ["providers"], { env })).stdout;
+    assert.match(table, new RegExp(`vastai +yes +this org's key …${vast.apiKey.slice(-4)}`));
+    assert.match(table, /runpod +no +none/);
+    assert.ok((await offersOf()).offers.some((o) => o.provider === "vastai"));
+    await exec(hangar, ["providers", "unset", "vastai"], { env });
+    assert.ok(!(await offersOf()).offers.some((o) => o.provider === "vastai"), "gone with its credential");
+    const again = await fetch(`${plain.url}/api/v1/providers/vastai/credentials`, {
+      method: "DELETE",
+      headers: { authorization: `Bearer ${TEST_API_KEY}` },
+    });
+    assert.equal(again.status, 404, "nothing left to delete");
   });
 
   it("keeps the market's history from periodic snapshots, and shows a price change in it", async (t) => {

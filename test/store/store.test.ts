@@ -769,6 +769,38 @@ for (const dialect of DIALECTS) {
       });
     });
 
+    it("keeps each org's sealed cloud credentials apart; storing again replaces, deleting says whether it did", async () => {
+      const sealed = (orgId: string, provider: string, hint: string, updatedAt: number) => ({
+        orgId,
+        provider,
+        ciphertext: `ct-${hint}`,
+        iv: "iv",
+        tag: "tag",
+        keyHint: hint,
+        updatedAt,
+      });
+      await store.putCredential(sealed(ORG, "vastai", "aaaa", 1_000));
+      await store.putCredential(sealed(ORG, "runpod", "bbbb", 1_000));
+      await store.putCredential(sealed(OTHER_ORG, "vastai", "zzzz", 1_000));
+      await store.putCredential(sealed(ORG, "vastai", "cccc", 2_000));
+      assert.deepEqual(
+        (await store.listCredentials(ORG)).map((c) => [c.provider, c.keyHint, c.ciphertext, c.updatedAt]),
+        [
+          ["runpod", "bbbb", "ct-bbbb", 1_000],
+          ["vastai", "cccc", "ct-cccc", 2_000],
+        ],
+      );
+      assert.equal(await store.deleteCredential(ORG, "vastai"), true);
+      assert.equal(await store.deleteCredential(ORG, "vastai"), false);
+      assert.deepEqual(
+        (await store.listCredentials(OTHER_ORG)).map((c) => c.keyHint),
+        ["zzzz"],
+        "another org's credential is untouched",
+      );
+      await store.deleteCredential(ORG, "runpod");
+      await store.deleteCredential(OTHER_ORG, "vastai");
+    });
+
     it("keeps market snapshots per org, oldest first, and drops those past the history's reach", async () => {
       const point = (takenAt: number, gpu: string, spot: boolean, min: number) => ({
         takenAt,

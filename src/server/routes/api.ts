@@ -16,6 +16,7 @@ import { badRequest, payloadTooLarge, unauthorized } from "../../domain/errors.t
 import { isTerminal } from "../../domain/job.ts";
 import { PROVISIONING_STRATEGIES } from "../../domain/provisioning.ts";
 import { datasetView, notebookView, runView } from "../views.ts";
+import { credentialRoutes } from "./credentials.ts";
 import { offerRoutes } from "./offers.ts";
 import { predictionRoutes } from "./predictions.ts";
 
@@ -198,6 +199,7 @@ export function apiRoutes(ctx: AppContext) {
 
     predictionRoutes(app, ctx);
     offerRoutes(app, ctx);
+    credentialRoutes(app, ctx);
 
     app.get(
       "/runs/:id/logs",
