@@ -163,22 +163,54 @@ export function settleRace(
   return { winner: winner.instanceId, losers: losers.map((m) => m.instanceId), wasteUsd };
 }
 
-/** Instances a warm pool keeps per GPU type: at least `min` up, idle ones beyond it may scale to zero. */
+/**
+ * A pool of cloud instances of one GPU type: at least `min` kept up whether work waits or not, at
+ * most `max` at once (null: no cap), and idle ones beyond `min` ended after `idleS` (null: the
+ * deployment's idle timeout). Without a pool, a type scales to zero.
+ */
 export interface WarmPool {
   type: string;
   min: number;
+  max: number | null;
+  idleS: number | null;
 }
 
 /**
- * `HANGAR_WARM_POOL`: `TYPE:MIN` pairs separated by commas (`RTX4090:1,H100:0`); empty: none (scale
- * to zero). Throws with the offending part named.
+ * `HANGAR_WARM_POOL`: `TYPE:MIN[:MAX[:IDLE_S]]` separated by commas (`RTX4090:1:4:300,H100:0:2`);
+ * empty: none. Throws with the offending part named.
  */
 export function parseWarmPools(text: string | undefined): WarmPool[] {
   if (!text?.trim()) return [];
   return text.split(",").map((part) => {
-    const match = /^\s*([^:\s]+)\s*:\s*(\d+)\s*$/.exec(part);
-    if (!match) throw new Error(`HANGAR_WARM_POOL: "${part}" is not TYPE:MIN (e.g. RTX4090:1)`);
-    return { type: match[1]!, min: Number(match[2]) };
+    const match = /^\s*([^:\s]+)\s*:\s*(\d+)\s*(?::\s*(\d+)\s*(?::\s*(\d+)\s*)?)?$/.exec(part);
+    const number = (text: string | undefined) => (text === undefined ? null : Number(text));
+    const max = number(match?.[3]);
+    if (!match || (max !== null && (max < 1 || max < Number(match[2])))) {
+      throw new Error(
+        `HANGAR_WARM_POOL: "${part}" is not TYPE:MIN[:MAX[:IDLE_S]] with MAX ≥ MIN and ≥ 1 (e.g. RTX4090:1:4:300)`,
+      );
+    }
+    return { type: match[1]!, min: Number(match[2]), max, idleS: number(match[4]) };
+  });
+}
+
+/** Launch needs cut so that no pool goes past its `max` (instances up, booting ones included). */
+export function capByPools(
+  needs: readonly LaunchNeed[],
+  pools: readonly WarmPool[],
+  instances: readonly GpuInstance[],
+): LaunchNeed[] {
+  const room = new Map(
+    pools
+      .filter((pool) => pool.max !== null)
+      .map((pool) => [pool.type, pool.max! - instances.filter((i) => i.gpuType === pool.type).length]),
+  );
+  return needs.flatMap((need) => {
+    const left = room.get(need.type);
+    if (left === undefined) return [need];
+    const launches = Math.min(need.launches, Math.max(0, left));
+    room.set(need.type, left - launches);
+    return launches > 0 ? [{ ...need, launches }] : [];
   });
 }
 

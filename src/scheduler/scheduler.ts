@@ -15,6 +15,7 @@ import { machineHistory } from "../domain/machines.ts";
 import { MARKET_HISTORY_DAYS, marketPoints, type Offer } from "../domain/offers.ts";
 import {
   candidateOffers,
+  capByPools,
   type GpuDemand,
   launchNeeds,
   offersToStart,
@@ -246,7 +247,11 @@ export class Scheduler {
       gpuCount: i.gpus.length,
       busy: i.state === "busy",
     }));
-    const needs = [...launchNeeds(demand, shapes), ...warmPoolNeeds(config.warmPools, shapes)];
+    const needs = capByPools(
+      [...launchNeeds(demand, shapes), ...warmPoolNeeds(config.warmPools, shapes)],
+      config.warmPools,
+      shapes,
+    );
     if (needs.length === 0) return;
     const launchable = new Set(
       clouds
@@ -489,6 +494,8 @@ export class Scheduler {
     const live = await store.listInstances({ states: LIVE_STATES });
     const liveOfType = (type: string | undefined) => live.filter((i) => i.gpus[0]?.name === type).length;
     // A warm pool keeps its minimum up through idleness; only instances beyond it idle out.
+    const poolOf = (instance: Instance) =>
+      config.warmPools.find((pool) => pool.type === instance.gpus[0]?.name);
     const keptWarm = (instance: Instance) =>
       config.warmPools.some(
         (pool) => pool.type === instance.gpus[0]?.name && liveOfType(pool.type) <= pool.min,
@@ -508,10 +515,10 @@ export class Scheduler {
         reason = `agent silent for ${Math.round(silentFor / 1000)} s`;
       } else if (
         (instance.state === "idle" || instance.state === "ready") &&
-        now - instance.stateChangedAt > config.idleTimeoutS * 1000 &&
+        now - instance.stateChangedAt > (poolOf(instance)?.idleS ?? config.idleTimeoutS) * 1000 &&
         !keptWarm(instance)
       ) {
-        reason = `idle for more than ${config.idleTimeoutS} s`;
+        reason = `idle for more than ${poolOf(instance)?.idleS ?? config.idleTimeoutS} s`;
       } else if (instance.providerInstanceId && this.#describeDue(provider, instance, now)) {
         // A provider that cannot answer now is asked again next time; the other instances go on.
         const status = await provider.describe(instance.providerInstanceId).catch(() => "unknown" as const);

@@ -31,7 +31,7 @@ describe("provisioning settings", () => {
     });
     assert.equal(config.provisioningStrategy, "race");
     assert.equal(config.raceWidth, 4);
-    assert.deepEqual(config.warmPools, [{ type: "RTX4090", min: 1 }]);
+    assert.deepEqual(config.warmPools, [{ type: "RTX4090", min: 1, max: null, idleS: null }]);
     assert.deepEqual(config.bootTimeoutS, { runpod: 1800, vastai: 300 });
   });
 

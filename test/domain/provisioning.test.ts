@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 import type { Offer } from "../../src/domain/offers.ts";
 import {
   candidateOffers,
+  capByPools,
   launchNeeds,
   offersToStart,
   parseWarmPools,
@@ -185,17 +186,44 @@ describe("provisioning strategies", () => {
     assert.deepEqual(working?.losers, [], "a member that already took a job keeps it");
   });
 
-  it("warm pools are read from TYPE:MIN pairs and keep their minimum up", () => {
-    assert.deepEqual(parseWarmPools("RTX4090:2, H100:0"), [
-      { type: "RTX4090", min: 2 },
-      { type: "H100", min: 0 },
+  it("warm pools are read as TYPE:MIN[:MAX[:IDLE_S]] and keep their minimum up", () => {
+    assert.deepEqual(parseWarmPools("RTX4090:2, H100:0:4, A100-80GB:1:2:300"), [
+      { type: "RTX4090", min: 2, max: null, idleS: null },
+      { type: "H100", min: 0, max: 4, idleS: null },
+      { type: "A100-80GB", min: 1, max: 2, idleS: 300 },
     ]);
     assert.deepEqual(parseWarmPools(""), []);
-    assert.throws(() => parseWarmPools("RTX4090"), /"RTX4090" is not TYPE:MIN/);
+    assert.throws(() => parseWarmPools("RTX4090"), /"RTX4090" is not TYPE:MIN\[:MAX\[:IDLE_S\]\]/);
+    assert.throws(() => parseWarmPools("RTX4090:3:2"), /MAX ≥ MIN/);
+    assert.throws(() => parseWarmPools("RTX4090:0:0"), /≥ 1/);
     assert.deepEqual(
       warmPoolNeeds(parseWarmPools("RTX4090:2,H100:0"), [{ gpuType: "RTX4090", gpuCount: 1, busy: true }]),
       [{ type: "RTX4090", count: 1, strategy: null, launches: 1 }],
       "a busy member still counts as up; a pool of 0 scales to zero",
+    );
+  });
+
+  it("no pool goes past its maximum, booting instances included; types without a cap are untouched", () => {
+    const pools = parseWarmPools("RTX4090:0:3");
+    const up = [
+      { gpuType: "RTX4090", gpuCount: 1, busy: true },
+      { gpuType: "RTX4090", gpuCount: 1, busy: false },
+    ];
+    assert.deepEqual(
+      capByPools(
+        [
+          { type: "RTX4090", count: 1, strategy: null, launches: 2 },
+          { type: "RTX4090", count: 1, strategy: "race", launches: 1 },
+          { type: "H100", count: 1, strategy: null, launches: 5 },
+        ],
+        pools,
+        up,
+      ),
+      [
+        { type: "RTX4090", count: 1, strategy: null, launches: 1 },
+        { type: "H100", count: 1, strategy: null, launches: 5 },
+      ],
+      "one more RTX 4090 fits under the cap of 3; the raced need gets none",
     );
   });
 });
