@@ -379,8 +379,8 @@ export class AgentHub {
    * children do not each cost a file write as they end.
    */
   async announceJobChange(job: Job): Promise<void> {
-    if (isTerminal(job.status) && job.batchId === null) await writeRunLog(this.#ctx, job);
-    else this.#ctx.events.emit("work");
+    if (!isTerminal(job.status)) this.#ctx.events.emit("work");
+    else if (job.batchId === null) await writeRunLog(this.#ctx, job);
     this.#ctx.events.emit(`job:${job.id}`);
     if (job.batchId) this.#ctx.events.emit(`batch:${job.batchId}`);
   }
