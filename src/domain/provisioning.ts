@@ -56,8 +56,8 @@ export function launchNeeds(demand: readonly GpuDemand[], instances: readonly Gp
 
 /**
  * The offers to try for one GPU shape, in order: launchable, of that type with at least that many
- * GPUs, on-demand before spot unless spot is asked for, cheapest first; offers on machines the
- * history skips are left out. The first is the Coldstart choice; the rest are where a refused launch
+ * GPUs, of the kind asked for (on-demand or spot), cheapest first; offers on machines the history
+ * skips are left out. The first is the Coldstart choice; the rest are where a refused launch
  * (no capacity) goes next.
  */
 export function candidateOffers(
@@ -77,10 +77,19 @@ export function candidateOffers(
     .sort((a, b) => a.pricePerHour - b.pricePerHour || a.provider.localeCompare(b.provider));
 }
 
-/** Which jobs outside batches an instance may claim (the store's Placement). */
-export interface InstancePlacement {
+/** GPUs a job asks for, or an instance has: Hangar's type name (`RTX4090`) and how many. */
+export interface GpuRequirement {
+  type: string;
+  count: number;
+}
+
+/** Which jobs outside batches an instance may claim, from what it has. */
+export interface Placement {
+  /** Jobs that ask for no GPU (this host's instances; a cloud GPU is not spent on them). */
   cpuJobs: boolean;
-  gpu: { type: string; count: number } | null;
+  /** The instance's GPUs: it takes jobs asking for this type and at most this many. */
+  gpu: GpuRequirement | null;
+  /** Jobs asking for any GPU (this host, when no configured cloud can launch one). */
   anyGpu: boolean;
 }
 
@@ -93,7 +102,7 @@ export interface InstancePlacement {
 export function placementOf(
   instance: { gpus: readonly GpuAssignment[] },
   where: { onThisHost: boolean; cloudsLaunchGpus: boolean },
-): InstancePlacement {
+): Placement {
   const first = instance.gpus[0];
   return {
     cpuJobs: where.onThisHost,

@@ -19,6 +19,7 @@ import {
   type GpuDemand,
   launchNeeds,
   offersToStart,
+  type ProvisioningStrategy,
   settleRace,
   warmPoolNeeds,
 } from "../domain/provisioning.ts";
@@ -233,7 +234,8 @@ export class Scheduler {
 
   /**
    * Per GPU shape waiting (and per warm pool short of its minimum), the cheapest matching offers
-   * across every cloud, launched by the deployment's strategy: Coldstart the cheapest; RoundRobin
+   * across every cloud, up to each cloud's cap, launched by the need's strategy (the runs' own, else
+   * the deployment's): Coldstart the cheapest; RoundRobin
    * the cheapest whose offer has not failed to boot lately; Race several on different hosts at once.
    * An offer refused at launch (no capacity, a stale quote) is skipped for the next, up to three
    * rounds, so a stale quote costs one call, not a loop.
@@ -253,38 +255,28 @@ export class Scheduler {
       shapes,
     );
     if (needs.length === 0) return;
-    const launchable = new Set(
-      clouds
-        .filter((c) => {
-          const held = cloudLive.filter((i) => i.provider === c.name);
-          return held.length < c.maxInstances && this.#mayLaunch(c, held, now);
-        })
-        .map((c) => c.name),
+    // Instances each cloud may still launch this pass: its cap less what it holds, none while paused.
+    const room = new Map(
+      clouds.map((c) => {
+        const held = cloudLive.filter((i) => i.provider === c.name);
+        return [c.name, this.#mayLaunch(c, held, now) ? c.maxInstances - held.length : 0];
+      }),
     );
-    if (launchable.size === 0) return;
+    if (![...room.values()].some((left) => left > 0)) return;
     const skipped = await this.#skippedMachines(now);
     for (const need of needs) {
       const strategy = need.strategy ?? config.provisioningStrategy;
       const search = await offers.search({ gpu: need.type, minGpus: need.count });
       const candidates = candidateOffers(search.offers, need, {
-        launchable: (name) => launchable.has(name),
+        launchable: (name) => (room.get(name) ?? 0) > 0,
         spot: config.preferSpot,
         skipped: (offer) =>
           (offer.machineId != null && skipped.has(`${offer.provider}/${offer.machineId}`)) ||
           (strategy === "roundrobin" && (this.#failedOffers.get(offerKey(offer)) ?? 0) > now),
       });
       let launched = 0;
-      for (; launched < need.launches && candidates.length > 0; launched++) {
-        let started: RaceEntry[] = [];
-        for (let round = 0; round < 3 && candidates.length > 0 && started.length === 0; round++) {
-          const starting = offersToStart(candidates, strategy, config.raceWidth);
-          started = await this.#launchAll(clouds, starting);
-          // A refused offer is not tried again this pass; one that launched may serve the next launch.
-          for (const offer of starting) {
-            if (!started.some((entry) => entry.offer === offer))
-              candidates.splice(candidates.indexOf(offer), 1);
-          }
-        }
+      for (; launched < need.launches; launched++) {
+        const started = await this.#launchOne(clouds, candidates, room, strategy);
         if (started.length === 0) break;
         if (started.length > 1) this.#races.push(started);
       }
@@ -295,6 +287,37 @@ export class Scheduler {
         );
       }
     }
+  }
+
+  /**
+   * One launch (a race's several) from `candidates`, within each cloud's `room`, over up to three
+   * rounds: an offer refused at launch is dropped from `candidates` for this pass, one that
+   * launched stays for the next launch. Answers what started; nothing when every round was refused.
+   */
+  async #launchOne(
+    clouds: ComputeProvider[],
+    candidates: Offer[],
+    room: Map<string, number>,
+    strategy: ProvisioningStrategy,
+  ): Promise<RaceEntry[]> {
+    const left = (provider: string) => room.get(provider) ?? 0;
+    for (let round = 0; round < 3; round++) {
+      const open = candidates.filter((offer) => left(offer.provider) > 0);
+      if (open.length === 0) return [];
+      // A race may not take a cloud past its cap either.
+      const taking = new Map<string, number>();
+      const starting = offersToStart(open, strategy, this.#ctx.config.raceWidth).filter((offer) => {
+        taking.set(offer.provider, (taking.get(offer.provider) ?? 0) + 1);
+        return taking.get(offer.provider)! <= left(offer.provider);
+      });
+      const started = await this.#launchAll(clouds, starting);
+      for (const entry of started) room.set(entry.offer.provider, left(entry.offer.provider) - 1);
+      for (const offer of starting) {
+        if (!started.some((entry) => entry.offer === offer)) candidates.splice(candidates.indexOf(offer), 1);
+      }
+      if (started.length > 0) return started;
+    }
+    return [];
   }
 
   /** Launches the offers side by side; answers those that launched. A refused one is logged and skipped. */
@@ -369,12 +392,17 @@ export class Scheduler {
     );
   }
 
-  #mayLaunch(provider: ComputeProvider, live: readonly Instance[], now: number): boolean {
+  #backoffOf(provider: ComputeProvider): LaunchBackoff {
     let backoff = this.#launchBackoff.get(provider.name);
     if (!backoff) {
       backoff = new LaunchBackoff();
       this.#launchBackoff.set(provider.name, backoff);
     }
+    return backoff;
+  }
+
+  #mayLaunch(provider: ComputeProvider, live: readonly Instance[], now: number): boolean {
+    const backoff = this.#backoffOf(provider);
     for (const instance of live) {
       if (instance.readyAt !== null) backoff.agentRegistered(instance.readyAt);
     }
@@ -492,6 +520,11 @@ export class Scheduler {
     const { store, config } = this.#ctx;
     await this.#settleRaces(now);
     const live = await store.listInstances({ states: LIVE_STATES });
+    // Instances that ended by any path (an exit, the reconciler) leave nothing behind here.
+    const liveIds = new Set(live.map((i) => i.id));
+    for (const map of [this.#offerOf, this.#describedAt]) {
+      for (const id of map.keys()) if (!liveIds.has(id)) map.delete(id);
+    }
     const liveOfType = (type: string | undefined) => live.filter((i) => i.gpus[0]?.name === type).length;
     // A warm pool keeps its minimum up through idleness; only instances beyond it idle out.
     const poolOf = (instance: Instance) =>
@@ -630,11 +663,7 @@ export class Scheduler {
   }
 
   #bootFailed(provider: ComputeProvider, instance: Instance, reason: string, now: number): void {
-    let backoff = this.#launchBackoff.get(provider.name);
-    if (!backoff) {
-      backoff = new LaunchBackoff();
-      this.#launchBackoff.set(provider.name, backoff);
-    }
+    const backoff = this.#backoffOf(provider);
     const resumeAt = backoff.bootFailed(now);
     this.#ctx.log.error(
       {

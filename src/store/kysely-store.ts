@@ -15,7 +15,7 @@ import { decideAfterFailure, JOB_STATUSES, type Job, type JobError, type JobStat
 import type { JsonObject } from "../domain/json.ts";
 import type { LaunchAttempt, LaunchedInstance } from "../domain/machines.ts";
 import type { MarketPoint } from "../domain/offers.ts";
-import type { ProvisioningStrategy } from "../domain/provisioning.ts";
+import type { Placement, ProvisioningStrategy } from "../domain/provisioning.ts";
 import {
   type BatchRow,
   CounterMoves,
@@ -45,7 +45,6 @@ import type {
   NewInstance,
   NewJob,
   NotebookRecord,
-  Placement,
   SealedCredential,
   Store,
   StoreCapabilities,

@@ -4,7 +4,7 @@ import type { Job, JobError, JobProgress, JobStatus } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
 import type { LaunchAttempt, LaunchedInstance } from "../domain/machines.ts";
 import type { MarketPoint } from "../domain/offers.ts";
-import type { ProvisioningStrategy } from "../domain/provisioning.ts";
+import type { GpuRequirement, Placement, ProvisioningStrategy } from "../domain/provisioning.ts";
 
 export interface StoreCapabilities {
   /** Claims lock rows with `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on each other. */
@@ -66,22 +66,6 @@ export interface NewJob {
   gpu?: GpuRequirement | null;
   /** How its instance is launched; absent or null: the deployment's default. */
   strategy?: ProvisioningStrategy | null;
-}
-
-export interface GpuRequirement {
-  /** Hangar's GPU type name (`RTX4090`). */
-  type: string;
-  count: number;
-}
-
-/** Which jobs outside batches an instance may take, from what it has. */
-export interface Placement {
-  /** Jobs that ask for no GPU (this host's instances; a cloud GPU is not spent on them). */
-  cpuJobs: boolean;
-  /** The instance's GPUs: it takes jobs asking for this type and at most this many. */
-  gpu: GpuRequirement | null;
-  /** Jobs asking for any GPU (this host, when no configured cloud can launch one). */
-  anyGpu: boolean;
 }
 
 export interface ClaimRequest {

@@ -168,6 +168,25 @@ describe("GPU work on an emulated cloud, through the real clients, agent and obj
     assert.ok(waste > 0, `the loser's cost is recorded: ${waste}`);
   });
 
+  it("never holds more pods than HANGAR_CLOUD_MAX_INSTANCES, however many runs wait", async (t) => {
+    const runpod = await startRunPodEmulator();
+    t.after(() => runpod.close());
+    const server = await serverWithRunPod(t, runpod, { HANGAR_CLOUD_MAX_INSTANCES: "1" });
+    const ids = await Promise.all(
+      [1, 2, 3].map(async () => (JSON.parse((await submitGpuRun(server)).stdout) as { id: string }).id),
+    );
+    let most = 0;
+    for (const id of ids) {
+      await waitFor(`run ${id} to end`, async () => {
+        most = Math.max(most, livePods(runpod).length);
+        const view = await server.client.request<{ status: string }>("GET", `/api/v1/runs/${id}`);
+        return view.status === "succeeded" ? view : null;
+      });
+    }
+    assert.equal(most, 1, "one pod at a time");
+    assert.equal(runpod.pods.size, 1, "the one pod took the runs in turn");
+  });
+
   it("resumes a run whose spot pod was preempted on a new pod, without spending an attempt", async (t) => {
     const runpod = await startRunPodEmulator();
     t.after(() => runpod.close());

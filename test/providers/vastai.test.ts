@@ -15,10 +15,13 @@ import { FAST_RETRY, runOfferSourceConformance } from "./offer-conformance.ts";
 /** Stands in for the agent; an unusual duration, so a leftover process is easy to find (`pgrep -f`). */
 const KEEP_UP = "sleep 607";
 
+/** The real client and provider against an emulator, with the tests' quick retries. */
+const vastProviderOf = (emulator: VastEmulator) =>
+  new VastProvider(new VastClient({ apiKey: emulator.apiKey, apiUrl: emulator.url, retry: FAST_RETRY }));
+
 runOfferSourceConformance("vastai (emulator)", async () => {
   const emulator = await startVastEmulator();
-  const client = new VastClient({ apiKey: emulator.apiKey, apiUrl: emulator.url, retry: FAST_RETRY });
-  return { source: new VastProvider(client), close: () => emulator.close() };
+  return { source: vastProviderOf(emulator), close: () => emulator.close() };
 });
 
 describe("Vast.ai client and offers against the emulator", () => {
@@ -26,9 +29,7 @@ describe("Vast.ai client and offers against the emulator", () => {
   let provider: VastProvider;
   before(async () => {
     emulator = await startVastEmulator();
-    provider = new VastProvider(
-      new VastClient({ apiKey: emulator.apiKey, apiUrl: emulator.url, retry: FAST_RETRY }),
-    );
+    provider = vastProviderOf(emulator);
   });
   after(() => emulator.close());
 
@@ -92,9 +93,7 @@ async function rtx4090(provider: VastProvider, spot: boolean): Promise<Offer> {
 
 runComputeConformance("vastai (emulator)", async () => {
   const emulator = await startVastEmulator();
-  const provider = new VastProvider(
-    new VastClient({ apiKey: emulator.apiKey, apiUrl: emulator.url, retry: FAST_RETRY }),
-  );
+  const provider = vastProviderOf(emulator);
   return {
     provider,
     offer: () => rtx4090(provider, false),
@@ -110,9 +109,7 @@ describe("Vast.ai instances against the emulator", () => {
   let provider: VastProvider;
   before(async () => {
     emulator = await startVastEmulator();
-    provider = new VastProvider(
-      new VastClient({ apiKey: emulator.apiKey, apiUrl: emulator.url, retry: FAST_RETRY }),
-    );
+    provider = vastProviderOf(emulator);
   });
   after(() => emulator.close());
 
@@ -220,9 +217,7 @@ describe("Vast.ai instances against the emulator", () => {
       await eventually(onDemand.providerInstanceId, "running");
       await provider.stop(onDemand.providerInstanceId);
       assert.equal(await provider.describe(onDemand.providerInstanceId), "stopped");
-      const restarted = new VastProvider(
-        new VastClient({ apiKey: emulator.apiKey, apiUrl: emulator.url, retry: FAST_RETRY }),
-      );
+      const restarted = vastProviderOf(emulator);
       assert.equal(
         await restarted.describe(onDemand.providerInstanceId),
         "stopped",
