@@ -115,7 +115,7 @@ async function openStore(dialect: Dialect): Promise<OpenedStore> {
   };
   cleanups.add(cleanup);
   await store.migrate();
-  await store.ensureOrg(ORG, "bench", Date.now());
+  await store.accounts.ensureOrg(ORG, "bench", Date.now());
   return { store, cleanup };
 }
 

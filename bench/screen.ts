@@ -414,7 +414,7 @@ async function packing() {
     const store = openStore({ databaseUrl: undefined, schema: undefined, dataDir: dir });
     try {
       await store.migrate();
-      await store.ensureOrg("org_bench", "bench", 0);
+      await store.accounts.ensureOrg("org_bench", "bench", 0);
       const batchId = newId("batch");
       await store.insertBatch(
         {

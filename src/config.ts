@@ -74,6 +74,26 @@ export interface Config {
   logLevel: string;
   /** Where blobs live: `fs` under the data directory, or an S3 bucket or Azure container that remote instances reach. */
   blobStore: BlobStoreSettings;
+  /** The deployment's first platform admin (owner of the default org). */
+  adminEmail: string;
+  /** Lets the admin sign in with a password; absent: API keys only. */
+  adminPassword: string | undefined;
+  /** Lifetime of a signed-in session's access token (JWT), and of its refresh token. */
+  accessTokenTtlS: number;
+  refreshTokenTtlS: number;
+  /** Added to every provider's price, in percent. */
+  priceMarkupPercent: number;
+  /** This host's price per hour: `cpu` for one CPU instance, and per GPU by type. Default 0. */
+  localPrices: Record<string, number>;
+  /** Requests per minute per API key or user, and per org; 0 turns a limit off. */
+  rateLimitPerMinute: number;
+  orgRateLimitPerMinute: number;
+  /** Sign-in and token requests per minute per client address. */
+  loginRateLimitPerMinute: number;
+  /** Claims prefer the org with the fewest running jobs among equal priorities. */
+  fairShare: boolean;
+  /** How often holds are settled, idle instance time billed, budgets and balances checked. */
+  billingIntervalS: number;
 }
 
 export type BlobStoreSettings =
@@ -140,6 +160,30 @@ function fraction(env: NodeJS.ProcessEnv, name: string, fallback: number): numbe
     throw new Error(`${name} must be a number from 0 to 1 (got "${raw}")`);
   }
   return value;
+}
+
+function decimal(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < 0) throw new Error(`${name} must be a number ≥ 0 (got "${raw}")`);
+  return value;
+}
+
+/** `cpu:0.05,RTX4090:0.40`: dollars per hour for a CPU instance, and per GPU of each type. */
+function localPrices(text: string | undefined): Record<string, number> {
+  if (!text?.trim()) return {};
+  return Object.fromEntries(
+    text.split(",").map((part) => {
+      const match = /^\s*([A-Za-z0-9_-]+)\s*:\s*(\d+(?:\.\d+)?)\s*$/.exec(part);
+      if (!match) {
+        throw new Error(
+          `HANGAR_LOCAL_PRICE_PER_HOUR: "${part}" is not TYPE:PRICE (e.g. cpu:0.05,RTX4090:0.4)`,
+        );
+      }
+      return [match[1]!, Number(match[2])];
+    }),
+  );
 }
 
 /** A random value (after `prefix`) kept in the data directory, so it survives restarts without configuration. */
@@ -227,6 +271,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     python: env.HANGAR_PYTHON ?? "/usr/bin/python3",
     logLevel: env.HANGAR_LOG_LEVEL ?? "info",
     blobStore: blobStoreSettings(env),
+    adminEmail: (env.HANGAR_ADMIN_EMAIL || "admin@localhost").toLowerCase(),
+    adminPassword: env.HANGAR_ADMIN_PASSWORD || undefined,
+    accessTokenTtlS: int(env, "HANGAR_ACCESS_TOKEN_TTL_S", 900, 1),
+    refreshTokenTtlS: int(env, "HANGAR_REFRESH_TOKEN_TTL_S", 30 * 86_400, 1),
+    priceMarkupPercent: decimal(env, "HANGAR_PRICE_MARKUP_PERCENT", 0),
+    localPrices: localPrices(env.HANGAR_LOCAL_PRICE_PER_HOUR),
+    rateLimitPerMinute: int(env, "HANGAR_RATE_LIMIT_PER_MINUTE", 600, 0),
+    orgRateLimitPerMinute: int(env, "HANGAR_ORG_RATE_LIMIT_PER_MINUTE", 3000, 0),
+    loginRateLimitPerMinute: int(env, "HANGAR_LOGIN_RATE_LIMIT_PER_MINUTE", 30, 0),
+    fairShare: env.HANGAR_FAIR_SHARE !== "0" && env.HANGAR_FAIR_SHARE !== "false",
+    billingIntervalS: int(env, "HANGAR_BILLING_INTERVAL_S", 5, 1),
     ...overrides,
   };
 }

@@ -5,10 +5,11 @@ import { badRequest, conflict, HangarError, unauthorized } from "../domain/error
 import type { Instance } from "../domain/instance.ts";
 import { isTerminal, type Job, type JobError, type JobProgress } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
+import { toMicro, withMarkup } from "../domain/money.ts";
 import { placementOf } from "../domain/provisioning.ts";
 import type { ModelSpec, PredictionInput } from "../models/model.ts";
 import { MODEL_SPECS } from "../models/registry.ts";
-import type { FinishOutcome, LeaseRef, LogEntry } from "../store/store.ts";
+import type { FinishOutcome, LeaseRef, LogEntry, QueuedStanding } from "../store/store.ts";
 import { generateSecret, hashSecret } from "./api-keys.ts";
 import type { AppContext } from "./context.ts";
 import type { PredictionJobSpec, PredictionTargetSpec } from "./predictions.ts";
@@ -76,6 +77,11 @@ function unitSize(spec: ModelSpec, cores: number): number {
   const parallel = spec.packing.parallel === "cores" ? Math.max(1, cores) : spec.packing.parallel;
   return spec.packing.perProcess * parallel;
 }
+
+/** Batch work goes first on a higher priority or, with fair share, when its org runs fewer jobs. */
+const standsBefore = (batch: QueuedStanding, single: QueuedStanding, fairShare: boolean) =>
+  batch.priority > single.priority ||
+  (fairShare && batch.priority === single.priority && batch.orgRunning < single.orgRunning);
 
 const leaseLost = (jobId: string) =>
   conflict(
@@ -195,7 +201,12 @@ export class AgentHub {
       instance_id: instance.id,
       provider: instance.provider,
       gpus: instance.gpus.map((g) => ({ index: g.index, name: g.name, memory_mib: g.memoryMiB })),
+      // Billing terms fixed at the claim: the instance's price as launched (with markup), and how many
+      // runs share it (domain/usage.ts).
+      price_micro_per_hour: withMarkup(toMicro(instance.pricePerHour ?? 0), config.priceMarkupPercent),
+      share: 1,
     };
+    const fairShare = config.fairShare;
     const provider = this.#ctx.providers.find((p) => p.name === instance.provider);
     const placement = placementOf(instance, {
       onThisHost: provider?.capabilities.launchesOffers !== true,
@@ -211,14 +222,15 @@ export class AgentHub {
         leaseMs: config.leaseS * 1000,
         now,
         compute,
+        fairShare,
         ...(batchId ? { batchId } : {}),
       });
     if (capacity.preferBatch) {
       const same = await batchClaim(capacity.preferBatch);
       if (same) return same.jobs;
     }
-    const top = await store.topQueuedPriorities(now);
-    if (top.batch !== null && (top.single === null || top.batch > top.single)) {
+    const top = await store.topQueued(now, fairShare);
+    if (top.batch !== null && (top.single === null || standsBefore(top.batch, top.single, fairShare))) {
       const children = await batchClaim();
       if (children) return children.jobs;
     }
@@ -228,6 +240,7 @@ export class AgentHub {
       leaseMs: config.leaseS * 1000,
       now,
       compute,
+      fairShare,
       placement,
     });
     if (single.length > 0 || top.batch === null) return single;

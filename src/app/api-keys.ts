@@ -17,23 +17,27 @@ export function generateSecret(prefix: string): string {
 export async function ensureBootstrapKey(
   store: Store,
   orgId: string,
+  userId: string,
   configured: string | undefined,
   now: number,
 ): Promise<{ created: boolean; key: string | null }> {
   if (configured) {
-    const existing = await store.findApiKeyByHash(hashSecret(configured));
+    const existing = await store.accounts.findApiKeyByHash(hashSecret(configured), now);
     if (existing) return { created: false, key: configured };
-  } else if ((await store.countApiKeys()) > 0) {
+  } else if ((await store.accounts.countApiKeys()) > 0) {
     return { created: false, key: null };
   }
   const key = configured ?? generateSecret(API_KEY_PREFIX);
-  await store.insertApiKey({
+  await store.accounts.insertApiKey({
     id: newId("key"),
     orgId,
+    userId,
     name: "bootstrap admin",
     prefix: key.slice(0, API_KEY_PREFIX.length + 6),
     scopes: ["read", "write", "admin"],
     createdAt: now,
+    expiresAt: null,
+    revokedAt: null,
     hash: hashSecret(key),
   });
   return { created: true, key };

@@ -2,10 +2,12 @@ import { EventEmitter } from "node:events";
 import type { Logger } from "pino";
 import type { BlobStore } from "../blob/blob-store.ts";
 import type { Config } from "../config.ts";
+import type { RateLimiter } from "../domain/rate-limit.ts";
 import type { TerminationTracker } from "../domain/reconcile.ts";
 import type { ComputeProvider } from "../providers/provider.ts";
 import type { Store } from "../store/store.ts";
 import type { CloudCredentials } from "./credentials.ts";
+import type { SessionTokens } from "./identity.ts";
 import type { Metrics } from "./metrics.ts";
 import type { OfferBook } from "./offers.ts";
 
@@ -29,8 +31,12 @@ export interface AppContext {
   now: () => number;
   /** Set on graceful shutdown: agents get no new work. */
   draining: boolean;
-  /** The org every request belongs to until multi-tenancy lands. */
+  /** The deployment's own org: its first admin's, and the owner of the clouds' instances. */
   defaultOrgId: string;
+  /** Signs and checks signed-in sessions' access tokens. */
+  sessions: SessionTokens;
+  /** Request rate limits per API key, user and org (in this process). */
+  rateLimiter: RateLimiter;
 }
 
 export function createEvents(): EventEmitter {

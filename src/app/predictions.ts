@@ -13,6 +13,7 @@ import {
 import { a3mProblem, firstA3mRecord, MSA_FILE_EXTENSION } from "../chem/msa.ts";
 import { loadRdkit } from "../chem/rdkit.ts";
 import { boxFromLigand, parseReceptor, receptorFileFormat } from "../chem/receptor.ts";
+import type { Principal } from "../domain/access.ts";
 import { DEFAULT_RETRY_POLICY } from "../domain/backoff.ts";
 import type { Batch } from "../domain/batch.ts";
 import { badRequest, notFound, unprocessable } from "../domain/errors.ts";
@@ -24,8 +25,10 @@ import { resolveParameters } from "../models/parameters.ts";
 import { MODEL_SPECS } from "../models/registry.ts";
 import type { NewBatch, NewBatchChild } from "../store/store.ts";
 import { batchArea } from "./batch-results.ts";
+import { estimate, holdCredits, type Needs } from "./billing.ts";
 import type { AppContext } from "./context.ts";
 import { getDataset } from "./datasets.ts";
+import { defaultPriority } from "./org-policy.ts";
 
 /** What every input of a prediction (or of a batch) shares; stored once per batch. */
 export interface PredictionTargetSpec {
@@ -210,9 +213,10 @@ const policy = (ctx: AppContext) => ({
 
 export async function submitPrediction(
   ctx: AppContext,
-  orgId: string,
+  principal: Principal,
   request: PredictRequest,
 ): Promise<Job> {
+  const { orgId } = principal;
   const spec = modelSpec(request.model);
   const target = await resolveTarget(ctx, orgId, spec, request);
   const checked = validateLigands(
@@ -230,21 +234,29 @@ export async function submitPrediction(
     });
   }
   const ligand = checked.valid[0]!;
+  const id = newId("job");
+  await holdCredits(ctx, principal, id, await estimate(ctx, modelNeeds(spec), spec.expectedSecondsPerInput));
   const now = ctx.now();
   const job = await ctx.store.enqueue({
-    id: newId("job"),
+    id,
     orgId,
     kind: "predict",
     notebookId: null,
     spec: { ...target, ligand: ligandSpec(ligand, 0) } as unknown as JsonObject,
-    priority: request.priority ?? 0,
+    priority: request.priority ?? (await defaultPriority(ctx, orgId)),
     ...policy(ctx),
     runAt: now,
     createdAt: now,
+    userId: principal.userId,
   });
   ctx.events.emit("work");
   return job;
 }
+
+const modelNeeds = (spec: ModelSpec): Needs =>
+  spec.resources.accelerator === "gpu"
+    ? { minGpuMemoryGb: spec.resources.minGpuMemoryGiB ?? 1 }
+    : { gpu: null };
 
 function ligandSpec(ligand: LigandEntry, index: number): PredictionJobSpec["ligand"] {
   return {
@@ -271,7 +283,12 @@ const CHECK_CHUNK = 1_000;
  * bad rows are a 422 and nothing is stored; bigger batches are accepted at once as `validating` and
  * checked in the background, ending `queued` or `rejected` with the same listing.
  */
-export async function submitBatch(ctx: AppContext, orgId: string, request: BatchRequest): Promise<Batch> {
+export async function submitBatch(
+  ctx: AppContext,
+  principal: Principal,
+  request: BatchRequest,
+): Promise<Batch> {
+  const { orgId } = principal;
   const spec = modelSpec(request.model);
   const target = await resolveTarget(ctx, orgId, spec, request);
   const ligands = await requestedLigands(ctx, orgId, request);
@@ -286,15 +303,24 @@ export async function submitBatch(ctx: AppContext, orgId: string, request: Batch
   const batch: NewBatch = {
     id: newId("batch"),
     orgId,
+    userId: principal.userId,
     name: request.batch_name ?? `${spec.name} screen`,
     model: spec.name,
     modelVersion: spec.version,
-    priority: request.priority ?? 0,
+    priority: request.priority ?? (await defaultPriority(ctx, orgId)),
     maxConcurrent: request.max_concurrent ?? ctx.config.defaultMaxConcurrent,
     score: { name: spec.score.name, unit: spec.score.unit, better: spec.score.better },
     spec: target as unknown as JsonObject,
     createdAt: ctx.now(),
   };
+  // Set aside just before the batch is stored, for the ligands it will run.
+  const hold = async (count: number) =>
+    holdCredits(
+      ctx,
+      principal,
+      batch.id,
+      await estimate(ctx, modelNeeds(spec), spec.expectedSecondsPerInput * count),
+    );
   const pending: PendingLigands = {
     ligands,
     skip_invalid: request.skip_invalid ?? false,
@@ -302,6 +328,7 @@ export async function submitBatch(ctx: AppContext, orgId: string, request: Batch
   };
   if (total > ctx.config.batchSyncCheckLimit) {
     await ctx.blobs.put(`${batchArea(batch.id)}/ligands.json`, Buffer.from(JSON.stringify(pending)));
+    await hold(total);
     // The scheduler's batch-validation loop picks it up within one tick.
     return ctx.store.insertValidatingBatch(batch, total);
   }
@@ -312,6 +339,7 @@ export async function submitBatch(ctx: AppContext, orgId: string, request: Batch
   if (verdict.rejection) {
     throw unprocessable("invalid_ligands", verdict.rejection, { invalid: verdict.invalid });
   }
+  await hold(children.filter((child) => !child.failure).length);
   const created = await ctx.store.insertBatch(
     { ...batch, spec: { ...batch.spec, ...verdict.notes } },
     children,

@@ -1,3 +1,4 @@
+import type { Principal } from "../domain/access.ts";
 import { DEFAULT_RETRY_POLICY } from "../domain/backoff.ts";
 import { badRequest, conflict, notFound, unprocessable } from "../domain/errors.ts";
 import { KNOWN_GPU_TYPES, normaliseGpuType } from "../domain/gpu.ts";
@@ -7,9 +8,11 @@ import type { JsonObject } from "../domain/json.ts";
 import { validateParameters } from "../domain/parameters.ts";
 import type { ProvisioningStrategy } from "../domain/provisioning.ts";
 import type { DatasetRecord } from "../store/store.ts";
+import { estimate, holdCredits } from "./billing.ts";
 import type { AppContext } from "./context.ts";
 import { getDataset } from "./datasets.ts";
 import { getNotebook } from "./notebooks.ts";
+import { defaultPriority } from "./org-policy.ts";
 
 export interface RunRequest {
   datasets?: string[];
@@ -74,10 +77,11 @@ function resolveGpu(gpu: GpuRequest | null | undefined): NotebookRunSpec["gpu"] 
 
 export async function submitRun(
   ctx: AppContext,
-  orgId: string,
+  principal: Principal,
   notebookId: string,
   request: RunRequest,
 ): Promise<Job> {
+  const { orgId } = principal;
   const notebook = await getNotebook(ctx, orgId, notebookId);
   const parameters = validateParameters(request.parameters ?? {});
   const gpu = resolveGpu(request.gpu);
@@ -94,6 +98,9 @@ export async function submitRun(
     throw badRequest("invalid_backoff", "backoff_max_s must be at least backoff_min_s");
   }
   const id = newId("run");
+  const timeoutMs = (request.timeout_s ?? ctx.config.defaultTimeoutS) * 1000;
+  // The hold is the most the run can cost: its price for its whole timeout.
+  await holdCredits(ctx, principal, id, await estimate(ctx, { gpu }, timeoutMs / 1000));
   const now = ctx.now();
   const spec: NotebookRunSpec = {
     notebook_id: notebook.id,
@@ -115,19 +122,21 @@ export async function submitRun(
       kind: "notebook",
       notebookId: notebook.id,
       spec,
-      priority: request.priority ?? 0,
+      priority: request.priority ?? (await defaultPriority(ctx, orgId)),
       maxAttempts: request.max_attempts ?? DEFAULT_RETRY_POLICY.maxAttempts,
       backoffMinMs,
       backoffMaxMs,
-      timeoutMs: (request.timeout_s ?? ctx.config.defaultTimeoutS) * 1000,
+      timeoutMs,
       runAt: now,
       createdAt: now,
       gpu,
       strategy: spec.strategy,
+      userId: principal.userId,
     });
     ctx.events.emit("work");
     return job;
   } catch (error) {
+    // The hold of a run that was never stored is released by the billing loop.
     await ctx.blobs.delete(`${area}/`);
     throw error;
   }

@@ -28,3 +28,8 @@ export const payloadTooLarge = (message: string, details?: Record<string, unknow
   new HangarError(413, "payload_too_large", message, details);
 export const unprocessable = (code: string, message: string, details?: Record<string, unknown>) =>
   new HangarError(422, code, message, details);
+export const tooManyRequests = (limit: string, retryAfterS: number) =>
+  new HangarError(429, "rate_limited", `Too many requests for this ${limit}: retry in ${retryAfterS} s`, {
+    limit,
+    retry_after_s: retryAfterS,
+  });

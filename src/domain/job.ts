@@ -59,6 +59,10 @@ export interface Job {
   compute: JsonObject | null;
   /** A prediction's result record (score, confidence, structure files); null for notebooks. */
   result: JsonObject | null;
+  /** Who submitted it (null for work submitted before users existed). */
+  userId: string | null;
+  /** The GPU type it asked for, null for none. */
+  gpuType: string | null;
 }
 
 export type FailureDecision =

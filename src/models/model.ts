@@ -57,6 +57,11 @@ export interface ModelSpec {
    * (`cores`: one per CPU core).
    */
   packing: { perProcess: number; parallel: number | "cores" };
+  /**
+   * Instance-seconds one input is expected to take, for the credit hold placed at submit (the hold
+   * is settled to the real cost when the work ends, so this errs high).
+   */
+  expectedSecondsPerInput: number;
 }
 
 /** One ligand to predict, as the agent hands it to a runner. */

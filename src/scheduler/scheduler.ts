@@ -5,6 +5,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { AgentHub } from "../app/agent-hub.ts";
 import { hashSecret } from "../app/api-keys.ts";
 import { writeBatchArtifacts } from "../app/batch-results.ts";
+import { billingPass } from "../app/billing.ts";
 import type { AppContext } from "../app/context.ts";
 import { validateBatch } from "../app/predictions.ts";
 import { LaunchBackoff } from "../domain/backoff.ts";
@@ -142,6 +143,11 @@ export class Scheduler {
     }
     if (!this.#validating && (await store.tryRunLoop("batch_validation", interval, now))) {
       await this.startBatchValidation(now);
+    }
+    if (await store.tryRunLoop("billing", config.billingIntervalS * 1000, now)) {
+      await billingPass(this.#ctx).catch((error: unknown) =>
+        this.#ctx.log.error({ err: error }, "the billing pass failed"),
+      );
     }
   }
 

@@ -9,6 +9,7 @@ import type { AppContext } from "../app/context.ts";
 import { FsBlobStore } from "../blob/fs/fs-blob-store.ts";
 import { HangarError } from "../domain/errors.ts";
 import { frameworkErrors, installErrorHandling } from "./errors.ts";
+import { authRoutes } from "./routes/accounts.ts";
 import { agentRoutes } from "./routes/agent.ts";
 import { apiRoutes } from "./routes/api.ts";
 import { blobRoutes } from "./routes/blobs.ts";
@@ -93,6 +94,7 @@ export async function buildHttpApp(
     return reply.type("text/javascript").send(createReadStream(options.agentBundlePath));
   });
 
+  await app.register(authRoutes(ctx), { prefix: "/api/v1" });
   await app.register(apiRoutes(ctx), { prefix: "/api/v1" });
   await app.register(agentRoutes(ctx, hub), { prefix: "/agent/v1" });
   if (ctx.blobs.capabilities.signedUrlsServedByApi && ctx.blobs instanceof FsBlobStore) {

@@ -4,11 +4,13 @@ import { AgentHub } from "../app/agent-hub.ts";
 import { ensureBootstrapKey } from "../app/api-keys.ts";
 import { type AppContext, createEvents } from "../app/context.ts";
 import { CloudCredentials, CredentialVault } from "../app/credentials.ts";
+import { ADMIN_USER_ID, ensureAdmin, SessionTokens } from "../app/identity.ts";
 import { Metrics } from "../app/metrics.ts";
 import { OfferBook } from "../app/offers.ts";
 import { openBlobStore } from "../blob/index.ts";
 import { UrlSigner } from "../blob/url-signer.ts";
 import type { Config } from "../config.ts";
+import { RateLimiter } from "../domain/rate-limit.ts";
 import { TerminationTracker } from "../domain/reconcile.ts";
 import { MODEL_SETTINGS } from "../models/settings.ts";
 import { detectLocalGpus, LocalProvider } from "../providers/local/index.ts";
@@ -66,6 +68,7 @@ export async function startServer(
     gpus,
     workRoot: join(config.dataDir, "instances"),
     env: { HANGAR_PYTHON: config.python, ...modelSettings(process.env) },
+    prices: config.localPrices,
   });
   const cloudOptions = { maxInstances: config.cloudMaxInstances };
   // The clouds (RunPod, Vast.ai, TensorDock) join below, from the environment and the org's credentials.
@@ -89,10 +92,19 @@ export async function startServer(
     now: Date.now,
     draining: false,
     defaultOrgId: DEFAULT_ORG,
+    sessions: new SessionTokens(config.signingSecret, config.accessTokenTtlS),
+    rateLimiter: new RateLimiter(),
   };
-  await store.ensureOrg(DEFAULT_ORG, "default", ctx.now());
+  await store.accounts.ensureOrg(DEFAULT_ORG, "default", ctx.now());
+  await ensureAdmin(ctx);
   await ctx.credentials.refresh(ctx);
-  const bootstrap = await ensureBootstrapKey(store, DEFAULT_ORG, config.bootstrapApiKey, ctx.now());
+  const bootstrap = await ensureBootstrapKey(
+    store,
+    DEFAULT_ORG,
+    ADMIN_USER_ID,
+    config.bootstrapApiKey,
+    ctx.now(),
+  );
   const createdApiKey = bootstrap.created && !config.bootstrapApiKey ? bootstrap.key : null;
   if (createdApiKey) {
     writeFileSync(join(config.dataDir, ADMIN_KEY_FILE), `${createdApiKey}\n`, { mode: 0o600 });

@@ -6,8 +6,6 @@ import {
   type Selectable,
   sql,
   type Transaction,
-  type UpdateQueryBuilder,
-  type UpdateResult,
 } from "kysely";
 import type { Batch, ReadyWork, ScoreDirection } from "../domain/batch.ts";
 import { INSTANCE_STATES, type Instance, type InstanceState, sourcesFor } from "../domain/instance.ts";
@@ -16,6 +14,7 @@ import type { JsonObject } from "../domain/json.ts";
 import type { LaunchAttempt, LaunchedInstance } from "../domain/machines.ts";
 import type { MarketPoint } from "../domain/offers.ts";
 import type { Placement, ProvisioningStrategy } from "../domain/provisioning.ts";
+import type { AccountStore, LedgerStore } from "./accounts.ts";
 import {
   type BatchRow,
   CounterMoves,
@@ -24,10 +23,11 @@ import {
   settleStatus,
   toBatch,
 } from "./batch-counters.ts";
+import { KyselyAccounts } from "./kysely-accounts.ts";
+import { KyselyLedger } from "./kysely-ledger.ts";
 import { migrationProvider } from "./migrations.ts";
 import type { Database } from "./schema.ts";
 import type {
-  ApiKeyRecord,
   ArtifactRefresh,
   BatchChildPolicy,
   BatchClaimRequest,
@@ -45,13 +45,14 @@ import type {
   NewInstance,
   NewJob,
   NotebookRecord,
+  QueuedStanding,
   SealedCredential,
   Store,
   StoreCapabilities,
 } from "./store.ts";
+import { AttemptUsage } from "./usage-writes.ts";
 
 type JobRow = Selectable<Database["jobs"]>;
-type JobsUpdate = UpdateQueryBuilder<Database, "jobs", "jobs", UpdateResult>;
 type InstanceRow = Selectable<Database["instances"]>;
 
 const parseJson = <T>(text: string | null): T | null => (text === null ? null : (JSON.parse(text) as T));
@@ -83,6 +84,8 @@ function toJob(row: JobRow): Job {
     compute: parseJson(row.compute),
     batchId: row.batch_id,
     result: parseJson(row.result),
+    userId: row.user_id,
+    gpuType: row.gpu_type,
   };
 }
 
@@ -128,13 +131,14 @@ function batchColumns(batch: NewBatch) {
     score_better: batch.score.better,
     spec: JSON.stringify(batch.spec),
     created_at: batch.createdAt,
+    user_id: batch.userId ?? null,
   };
 }
 
 /** Children in chunks that keep each statement under SQLite's bound-parameter limit (32,766). */
 async function insertChildren(
   trx: Kysely<Database>,
-  batch: Pick<NewBatch, "id" | "orgId" | "priority" | "createdAt">,
+  batch: Pick<NewBatch, "id" | "orgId" | "priority" | "createdAt" | "userId">,
   children: NewBatchChild[],
   policy: BatchChildPolicy,
 ): Promise<void> {
@@ -148,6 +152,7 @@ async function insertChildren(
           kind: "predict",
           notebook_id: null,
           batch_id: batch.id,
+          user_id: batch.userId ?? null,
           spec: JSON.stringify(child.spec),
           status: child.failure ? "failed" : "queued",
           priority: batch.priority,
@@ -204,12 +209,16 @@ export class KyselyStore implements Store {
   readonly capabilities: StoreCapabilities;
   readonly #db: Kysely<Database>;
   readonly #schema: string | undefined;
+  readonly accounts: AccountStore;
+  readonly ledger: LedgerStore;
 
   constructor(dialect: string, db: Kysely<Database>, capabilities: StoreCapabilities, schema?: string) {
     this.dialect = dialect;
     this.#db = db;
     this.capabilities = capabilities;
     this.#schema = schema;
+    this.accounts = new KyselyAccounts(db);
+    this.ledger = new KyselyLedger(db, capabilities.skipLocked);
   }
 
   async migrate(): Promise<void> {
@@ -231,55 +240,6 @@ export class KyselyStore implements Store {
 
   async close(): Promise<void> {
     await this.#db.destroy();
-  }
-
-  async ensureOrg(id: string, name: string, now: number): Promise<void> {
-    await this.#db
-      .insertInto("orgs")
-      .values({ id, name, created_at: now })
-      .onConflict((oc) => oc.column("id").doNothing())
-      .execute();
-  }
-
-  async countApiKeys(): Promise<number> {
-    const row = await this.#db
-      .selectFrom("api_keys")
-      .select((eb) => eb.fn.countAll<number>().as("n"))
-      .executeTakeFirstOrThrow();
-    return Number(row.n);
-  }
-
-  async insertApiKey(key: ApiKeyRecord & { hash: string }): Promise<void> {
-    await this.#db
-      .insertInto("api_keys")
-      .values({
-        id: key.id,
-        org_id: key.orgId,
-        name: key.name,
-        prefix: key.prefix,
-        key_hash: key.hash,
-        scopes: key.scopes.join(","),
-        created_at: key.createdAt,
-      })
-      .execute();
-  }
-
-  async findApiKeyByHash(hash: string): Promise<ApiKeyRecord | null> {
-    const row = await this.#db
-      .selectFrom("api_keys")
-      .selectAll()
-      .where("key_hash", "=", hash)
-      .where("revoked_at", "is", null)
-      .executeTakeFirst();
-    if (!row) return null;
-    return {
-      id: row.id,
-      orgId: row.org_id,
-      name: row.name,
-      prefix: row.prefix,
-      scopes: row.scopes.split(","),
-      createdAt: row.created_at,
-    };
   }
 
   async insertNotebook(notebook: NotebookRecord): Promise<void> {
@@ -373,6 +333,7 @@ export class KyselyStore implements Store {
         gpu_type: job.gpu?.type ?? null,
         gpu_count: job.gpu?.count ?? 0,
         strategy: job.strategy ?? null,
+        user_id: job.userId ?? null,
       })
       .returningAll()
       .executeTakeFirstOrThrow();
@@ -413,7 +374,8 @@ export class KyselyStore implements Store {
    */
   async claim(request: ClaimRequest): Promise<Job[]> {
     const leaseToken = randomBytes(12).toString("base64url");
-    const claimIn = (db: Kysely<Database>) => {
+    const claimIn = async (db: Kysely<Database>) => {
+      const shares = await orgShares(db);
       let candidates = db
         .selectFrom("jobs")
         .select("id")
@@ -421,7 +383,10 @@ export class KyselyStore implements Store {
         .where("batch_id", "is", null)
         .where("run_at", "<=", request.now)
         .$if(request.placement !== undefined, (q) => q.where((eb) => placementFilter(eb, request.placement!)))
+        .$if(shares.full.length > 0, (q) => q.where("org_id", "not in", shares.full))
+        .$if(shares.gpuRoom.size > 0, (q) => q.where((eb) => withinGpuRoom(eb, shares)))
         .orderBy("priority", "desc")
+        .$if(request.fairShare === true && shares.orgs > 1, (q) => q.orderBy(runningOf(shares)))
         .orderBy("id")
         .limit(request.limit);
       if (this.capabilities.skipLocked) candidates = candidates.forUpdate().skipLocked();
@@ -470,20 +435,6 @@ export class KyselyStore implements Store {
   }
 
   async finish(lease: LeaseRef, outcome: FinishOutcome, now: number): Promise<Job | null> {
-    if (outcome.status !== "failed") {
-      // Success and cancellation of a job outside a batch need no retry decision and no counters:
-      // one conditional UPDATE ends the attempt. Batch children take the transaction below.
-      const row = await this.#db
-        .updateTable("jobs")
-        .set(endedColumns(outcome, now))
-        .where("id", "=", lease.jobId)
-        .where("lease_token", "=", lease.leaseToken)
-        .where("status", "=", "running")
-        .where("batch_id", "is", null)
-        .returningAll()
-        .executeTakeFirst();
-      if (row) return toJob(row);
-    }
     const [job] = await this.finishMany([{ lease, outcome }], now);
     return job ?? null;
   }
@@ -492,13 +443,15 @@ export class KyselyStore implements Store {
     if (items.length === 0) return [];
     return this.#db.transaction().execute(async (trx) => {
       const moves = new CounterMoves();
+      const usage = new AttemptUsage();
       const jobs: (Job | null)[] = [];
       for (const { lease, outcome, logs } of items) {
-        const job = await this.#finishIn(trx, lease, outcome, now, moves);
+        const job = await this.#finishIn(trx, lease, outcome, now, moves, usage);
         if (job && logs && logs.length > 0) await insertLogs(trx, job.id, job.orgId, logs);
         jobs.push(job);
       }
       await moves.apply(trx, now);
+      await usage.write(trx, now);
       return jobs;
     });
   }
@@ -509,6 +462,7 @@ export class KyselyStore implements Store {
     outcome: FinishOutcome,
     now: number,
     moves: CounterMoves,
+    usage: AttemptUsage,
   ): Promise<Job | null> {
     // The retry decision reads the row, so the row is locked (PostgreSQL; SQLite's write transaction
     // already excludes everyone) until the decision is written: a cancel cannot slip in between.
@@ -523,11 +477,18 @@ export class KyselyStore implements Store {
     if (!row) return null;
     const job = toJob(row);
     if (outcome.status === "failed") {
-      return this.#endAttempt(trx, job, "failed", outcome.error, now, moves, outcome.result);
+      return this.#endAttempt(trx, job, "failed", outcome.error, now, moves, usage, outcome.result);
     }
+    usage.add(job);
     const updated = await trx
       .updateTable("jobs")
-      .set(endedColumns(outcome, now))
+      .set({
+        ...endedColumns(outcome, now),
+        // A stop with a reason (credits, budget) keeps that reason over the agent's generic one.
+        ...(outcome.status === "cancelled" && row.cancel_requested === 1 && row.error
+          ? { error: row.error }
+          : {}),
+      })
       .where("id", "=", job.id)
       .returningAll()
       .executeTakeFirstOrThrow();
@@ -552,8 +513,10 @@ export class KyselyStore implements Store {
     error: JobError | null,
     now: number,
     moves: CounterMoves,
+    usage: AttemptUsage,
     result?: JsonObject,
   ): Promise<Job> {
+    usage.add(job);
     let status: JobStatus = requested;
     let runAt = job.runAt;
     if (requested === "failed" && error) {
@@ -579,19 +542,39 @@ export class KyselyStore implements Store {
   }
 
   async release(lease: LeaseRef, now: number): Promise<Job | null> {
-    const [job] = await this.#releaseWhere(now, (q) =>
-      q.where("id", "=", lease.jobId).where("lease_token", "=", lease.leaseToken),
-    );
+    const [job] = await this.#releaseWhere(now, { lease });
     return job ?? null;
   }
 
   async releaseHeldBy(owner: string, now: number): Promise<Job[]> {
-    return this.#releaseWhere(now, (q) => q.where("lease_owner", "=", owner));
+    return this.#releaseWhere(now, { owner });
   }
 
-  async #releaseWhere(now: number, which: (q: JobsUpdate) => JobsUpdate): Promise<Job[]> {
+  async #releaseWhere(now: number, held: { lease: LeaseRef } | { owner: string }): Promise<Job[]> {
     return this.#db.transaction().execute(async (trx) => {
-      const rows = await which(trx.updateTable("jobs").set((eb) => requeuedUnspent(eb, now)))
+      // The rows as they ran: the attempt's time on its instance is recorded before the requeue clears it.
+      const running = await trx
+        .selectFrom("jobs")
+        .selectAll()
+        .where("status", "=", "running")
+        .where((eb) =>
+          "lease" in held
+            ? eb.and([eb("id", "=", held.lease.jobId), eb("lease_token", "=", held.lease.leaseToken)])
+            : eb("lease_owner", "=", held.owner),
+        )
+        .$if(this.capabilities.skipLocked, (q) => q.forUpdate())
+        .execute();
+      if (running.length === 0) return [];
+      const usage = new AttemptUsage();
+      for (const row of running) usage.add(toJob(row));
+      const rows = await trx
+        .updateTable("jobs")
+        .set((eb) => requeuedUnspent(eb, now))
+        .where(
+          "id",
+          "in",
+          running.map((row) => row.id),
+        )
         .where("status", "=", "running")
         .returningAll()
         .execute();
@@ -599,6 +582,7 @@ export class KyselyStore implements Store {
       for (const job of jobs) {
         if (job.batchId) await moveChildren(trx, job.batchId, "running", job.status, 1, now);
       }
+      await usage.write(trx, now);
       return jobs;
     });
   }
@@ -636,6 +620,55 @@ export class KyselyStore implements Store {
     });
   }
 
+  async requestCancelOf(
+    orgId: string,
+    userId: string | null,
+    reason: JobError,
+    now: number,
+  ): Promise<string[]> {
+    const error = JSON.stringify(reason);
+    const jobs = await this.#db.transaction().execute(async (trx) => {
+      const flagged = await trx
+        .updateTable("jobs")
+        .set({ cancel_requested: 1, error })
+        .where("org_id", "=", orgId)
+        .$if(userId !== null, (q) => q.where("user_id", "=", userId!))
+        .where("status", "=", "running")
+        .where("batch_id", "is", null)
+        .returning("id")
+        .execute();
+      const cancelled = await trx
+        .updateTable("jobs")
+        .set({ status: "cancelled", cancel_requested: 1, finished_at: now, error })
+        .where("org_id", "=", orgId)
+        .$if(userId !== null, (q) => q.where("user_id", "=", userId!))
+        .where("status", "=", "queued")
+        .where("batch_id", "is", null)
+        .returning("id")
+        .execute();
+      return [...flagged, ...cancelled].map((row) => row.id);
+    });
+    const batches = await this.#db
+      .selectFrom("batches")
+      .select("id")
+      .where("org_id", "=", orgId)
+      .$if(userId !== null, (q) => q.where("user_id", "=", userId!))
+      .where("finished_at", "is", null)
+      .execute();
+    for (const batch of batches) await this.requestBatchCancel(orgId, batch.id, now);
+    return [...jobs, ...batches.map((batch) => batch.id)];
+  }
+
+  async listRunningJobs(limit: number): Promise<Job[]> {
+    const rows = await this.#db
+      .selectFrom("jobs")
+      .selectAll()
+      .where("status", "=", "running")
+      .limit(limit)
+      .execute();
+    return rows.map(toJob);
+  }
+
   async reapExpired(now: number, timeoutGraceMs: number): Promise<Job[]> {
     return this.#db.transaction().execute(async (trx) => {
       let expired = trx
@@ -653,6 +686,7 @@ export class KyselyStore implements Store {
       const rows = await expired.execute();
       const changed: Job[] = [];
       const moves = new CounterMoves();
+      const usage = new AttemptUsage();
       for (const row of rows) {
         const job = toJob(row);
         const timedOut = job.startedAt !== null && job.startedAt + job.timeoutMs < now - timeoutGraceMs;
@@ -667,9 +701,10 @@ export class KyselyStore implements Store {
               message: `Instance ${job.leaseOwner ?? "?"} stopped renewing its lease (lost agent or instance)`,
               retryable: true,
             };
-        changed.push(await this.#endAttempt(trx, job, "failed", error, now, moves));
+        changed.push(await this.#endAttempt(trx, job, "failed", error, now, moves, usage));
       }
       await moves.apply(trx, now);
+      await usage.write(trx, now);
       return changed;
     });
   }
@@ -883,20 +918,34 @@ export class KyselyStore implements Store {
     if (request.models.length === 0) return null;
     const leaseToken = randomBytes(12).toString("base64url");
     return this.#db.transaction().execute(async (trx) => {
+      const shares = await orgShares(trx);
+      const fair = request.fairShare === true && shares.orgs > 1;
       let pick = trx
         .selectFrom("batches")
         .selectAll()
         .where("pending", ">", 0)
         .whereRef("running", "<", "max_concurrent")
         .where("model", "in", request.models)
-        .where("cancel_requested", "=", 0);
-      pick = request.batchId
-        ? pick.where("id", "=", request.batchId)
-        : pick.orderBy("priority", "desc").orderBy("id").limit(1);
+        .where("cancel_requested", "=", 0)
+        .$if(shares.full.length > 0, (q) => q.where("org_id", "not in", shares.full));
+      if (request.batchId && !fair) {
+        pick = pick.where("id", "=", request.batchId);
+      } else {
+        pick = pick.orderBy("priority", "desc");
+        if (fair) pick = pick.orderBy(runningOf(shares));
+        if (request.batchId) {
+          pick = pick.orderBy((eb) => eb.case().when("id", "=", request.batchId!).then(0).else(1).end());
+        }
+        pick = pick.orderBy("id").limit(1);
+      }
       if (this.capabilities.skipLocked) pick = pick.forUpdate().skipLocked();
       const batchRow = await pick.executeTakeFirst();
       if (!batchRow) return null;
-      const room = Math.min(request.limitFor(batchRow.model), batchRow.max_concurrent - batchRow.running);
+      const room = Math.min(
+        request.limitFor(batchRow.model),
+        batchRow.max_concurrent - batchRow.running,
+        shares.jobRoom.get(batchRow.org_id) ?? Number.POSITIVE_INFINITY,
+      );
       let candidates = trx
         .selectFrom("jobs")
         .select("id")
@@ -916,7 +965,10 @@ export class KyselyStore implements Store {
           lease_token: leaseToken,
           lease_expires_at: request.now + request.leaseMs,
           progress: null,
-          compute: request.compute ? JSON.stringify(request.compute) : null,
+          // The unit's packing is the share of the instance each child pays for (domain/usage.ts).
+          compute: request.compute
+            ? JSON.stringify({ ...request.compute, share: request.limitFor(batchRow.model) })
+            : null,
         }))
         .where("id", "in", candidates)
         .returningAll()
@@ -932,26 +984,37 @@ export class KyselyStore implements Store {
     });
   }
 
-  async topQueuedPriorities(now: number): Promise<{ single: number | null; batch: number | null }> {
+  async topQueued(
+    now: number,
+    fairShare: boolean,
+  ): Promise<{ single: QueuedStanding | null; batch: QueuedStanding | null }> {
+    const shares = await orgShares(this.#db);
+    const fair = fairShare && shares.orgs > 1;
     const single = await this.#db
       .selectFrom("jobs")
-      .select("priority")
+      .select(["priority", "org_id"])
       .where("status", "=", "queued")
       .where("batch_id", "is", null)
       .where("run_at", "<=", now)
+      .$if(shares.full.length > 0, (q) => q.where("org_id", "not in", shares.full))
       .orderBy("priority", "desc")
+      .$if(fair, (q) => q.orderBy(runningOf(shares)))
       .limit(1)
       .executeTakeFirst();
     const batch = await this.#db
       .selectFrom("batches")
-      .select("priority")
+      .select(["priority", "org_id"])
       .where("pending", ">", 0)
       .whereRef("running", "<", "max_concurrent")
       .where("cancel_requested", "=", 0)
+      .$if(shares.full.length > 0, (q) => q.where("org_id", "not in", shares.full))
       .orderBy("priority", "desc")
+      .$if(fair, (q) => q.orderBy(runningOf(shares)))
       .limit(1)
       .executeTakeFirst();
-    return { single: single?.priority ?? null, batch: batch?.priority ?? null };
+    const standing = (row: { priority: number; org_id: string } | undefined) =>
+      row ? { priority: row.priority, orgRunning: shares.running.get(row.org_id) ?? 0 } : null;
+    return { single: standing(single), batch: standing(batch) };
   }
 
   async requestBatchCancel(orgId: string, id: string, now: number): Promise<Batch | null> {
@@ -1357,6 +1420,65 @@ function toDataset(row: Selectable<Database["datasets"]>): DatasetRecord {
 }
 
 /** The jobs outside batches an instance with this placement may take. */
+/**
+ * Each org's running jobs and GPUs, and what its limits leave: read once per claim, so ordering and
+ * limits cost one small grouped query instead of a subquery per candidate row. Concurrent claims on
+ * PostgreSQL each see the same counts, so a limit can be overshot by the claims in flight at once.
+ */
+interface OrgShares {
+  orgs: number;
+  running: Map<string, number>;
+  /** Orgs at their running-jobs limit. */
+  full: string[];
+  /** Jobs an org with a limit may still start. */
+  jobRoom: Map<string, number>;
+  /** GPUs an org with a GPU limit may still take. */
+  gpuRoom: Map<string, number>;
+}
+
+async function orgShares(db: Kysely<Database>): Promise<OrgShares> {
+  const counts = await db
+    .selectFrom("jobs")
+    .select([
+      "org_id",
+      (eb) => eb.fn.countAll<number>().as("jobs"),
+      (eb) => eb.fn.sum<number>("gpu_count").as("gpus"),
+    ])
+    .where("status", "=", "running")
+    .groupBy("org_id")
+    .execute();
+  const orgs = await db.selectFrom("orgs").select(["id", "max_running_jobs", "max_gpus"]).execute();
+  const running = new Map(counts.map((row) => [row.org_id, Number(row.jobs)]));
+  const gpus = new Map(counts.map((row) => [row.org_id, Number(row.gpus ?? 0)]));
+  const jobRoom = new Map<string, number>();
+  const gpuRoom = new Map<string, number>();
+  for (const org of orgs) {
+    if (org.max_running_jobs !== null) {
+      jobRoom.set(org.id, Math.max(0, org.max_running_jobs - (running.get(org.id) ?? 0)));
+    }
+    if (org.max_gpus !== null) gpuRoom.set(org.id, Math.max(0, org.max_gpus - (gpus.get(org.id) ?? 0)));
+  }
+  const full = [...jobRoom].filter(([, room]) => room <= 0).map(([id]) => id);
+  return { orgs: orgs.length, running, full, jobRoom, gpuRoom };
+}
+
+/** Orders candidates by how many jobs their org runs, fewest first. */
+function runningOf(shares: OrgShares) {
+  const busy = [...shares.running].filter(([, n]) => n > 0);
+  if (busy.length === 0) return sql<number>`0`;
+  const cases = busy.map(([orgId, count]) => sql`when org_id = ${orgId} then ${count}`);
+  return sql<number>`case ${sql.join(cases, sql` `)} else 0 end`;
+}
+
+/** A job asking for more GPUs than its org's GPU limit leaves waits. */
+function withinGpuRoom(eb: ExpressionBuilder<Database, "jobs">, shares: OrgShares) {
+  return eb.and(
+    [...shares.gpuRoom].map(([orgId, room]) =>
+      eb.or([eb("org_id", "!=", orgId), eb("gpu_count", "<=", room)]),
+    ),
+  );
+}
+
 function placementFilter(eb: ExpressionBuilder<Database, "jobs">, placement: Placement) {
   const allowed = [];
   if (placement.cpuJobs) allowed.push(eb("gpu_type", "is", null));

@@ -243,6 +243,138 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0009_tenancy": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable("users")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("email", "text", (c) => c.notNull().unique())
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("password_hash", "text")
+        .addColumn("platform_admin", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("created_at", "bigint", (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable("memberships")
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("user_id", "text", (c) => c.notNull().references("users.id"))
+        .addColumn("role", "text", (c) => c.notNull())
+        .addColumn("created_at", "bigint", (c) => c.notNull())
+        .addPrimaryKeyConstraint("memberships_pk", ["org_id", "user_id"])
+        .execute();
+      await db.schema.createIndex("memberships_user").on("memberships").column("user_id").execute();
+      // Keys act for one user in one org; keys made before users existed act for the bootstrap admin.
+      await db.schema.alterTable("api_keys").addColumn("user_id", "text").execute();
+      await db.schema.alterTable("api_keys").addColumn("expires_at", "bigint").execute();
+      await db.schema
+        .createTable("refresh_tokens")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("user_id", "text", (c) => c.notNull().references("users.id"))
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("token_hash", "text", (c) => c.notNull().unique())
+        .addColumn("created_at", "bigint", (c) => c.notNull())
+        .addColumn("expires_at", "bigint", (c) => c.notNull())
+        .addColumn("revoked_at", "bigint")
+        .execute();
+      await db.schema
+        .createTable("invitations")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("email", "text", (c) => c.notNull())
+        .addColumn("role", "text", (c) => c.notNull())
+        .addColumn("token_hash", "text", (c) => c.notNull().unique())
+        .addColumn("created_by", "text", (c) => c.notNull())
+        .addColumn("created_at", "bigint", (c) => c.notNull())
+        .addColumn("expires_at", "bigint", (c) => c.notNull())
+        .addColumn("accepted_at", "bigint")
+        .execute();
+      // Per-org scheduling policy: a default priority and limits on what runs at once (null: none).
+      await db.schema
+        .alterTable("orgs")
+        .addColumn("default_priority", "integer", (c) => c.notNull().defaultTo(0))
+        .execute();
+      await db.schema.alterTable("orgs").addColumn("max_running_jobs", "integer").execute();
+      await db.schema.alterTable("orgs").addColumn("max_gpus", "integer").execute();
+      await db.schema.alterTable("jobs").addColumn("user_id", "text").execute();
+      await db.schema.alterTable("batches").addColumn("user_id", "text").execute();
+      // Fair share and concurrency limits count each org's running jobs.
+      await db.schema.createIndex("jobs_org_status").on("jobs").columns(["org_id", "status"]).execute();
+      await db.schema
+        .createTable("ledger_entries")
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        .addColumn("entry_key", "text", (c) => c.notNull())
+        .addColumn("kind", "text", (c) => c.notNull())
+        .addColumn("from_account", "text", (c) => c.notNull())
+        .addColumn("to_account", "text", (c) => c.notNull())
+        .addColumn("amount_micro", "bigint", (c) => c.notNull())
+        .addColumn("subject", "text")
+        .addColumn("user_id", "text")
+        .addColumn("created_at", "bigint", (c) => c.notNull())
+        .addColumn("note", "text")
+        .addPrimaryKeyConstraint("ledger_entries_pk", ["org_id", "entry_key"])
+        .execute();
+      await db.schema
+        .createIndex("ledger_subject")
+        .on("ledger_entries")
+        .columns(["org_id", "subject"])
+        .execute();
+      await db.schema
+        .createIndex("ledger_created")
+        .on("ledger_entries")
+        .columns(["org_id", "created_at"])
+        .execute();
+      // One row per attempt on an instance: what it used, at what price and share; usage reports read it.
+      await db.schema
+        .createTable("usage_records")
+        .addColumn("job_id", "text", (c) => c.notNull())
+        .addColumn("attempt", "integer", (c) => c.notNull())
+        .addColumn("started_at", "bigint", (c) => c.notNull())
+        .addColumn("ended_at", "bigint", (c) => c.notNull())
+        .addColumn("org_id", "text", (c) => c.notNull())
+        .addColumn("user_id", "text")
+        .addColumn("batch_id", "text")
+        .addColumn("model", "text", (c) => c.notNull())
+        .addColumn("provider", "text", (c) => c.notNull())
+        .addColumn("instance_id", "text", (c) => c.notNull())
+        .addColumn("gpu_type", "text")
+        .addColumn("gpu_count", "integer", (c) => c.notNull())
+        .addColumn("price_micro_per_hour", "bigint", (c) => c.notNull())
+        .addColumn("share", "integer", (c) => c.notNull())
+        .addColumn("cost_micro", "bigint", (c) => c.notNull())
+        .addPrimaryKeyConstraint("usage_records_pk", ["job_id", "attempt", "started_at"])
+        .execute();
+      await db.schema
+        .createIndex("usage_org_ended")
+        .on("usage_records")
+        .columns(["org_id", "ended_at"])
+        .execute();
+      await db.schema.createIndex("usage_instance").on("usage_records").column("instance_id").execute();
+      await db.schema.alterTable("instances").addColumn("billed_at", "bigint").execute();
+      await db.schema
+        .createTable("budgets")
+        .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+        // "" for the whole org, else a user id: a primary key cannot hold null.
+        .addColumn("user_scope", "text", (c) => c.notNull())
+        .addColumn("monthly_limit_micro", "bigint", (c) => c.notNull())
+        .addColumn("action", "text", (c) => c.notNull())
+        .addColumn("webhook_url", "text")
+        .addColumn("updated_at", "bigint", (c) => c.notNull())
+        .addPrimaryKeyConstraint("budgets_pk", ["org_id", "user_scope"])
+        .execute();
+      await db.schema
+        .createTable("budget_events")
+        .addColumn("org_id", "text", (c) => c.notNull())
+        .addColumn("user_scope", "text", (c) => c.notNull())
+        .addColumn("month", "text", (c) => c.notNull())
+        .addColumn("threshold", "integer", (c) => c.notNull())
+        .addColumn("spent_micro", "bigint", (c) => c.notNull())
+        .addColumn("limit_micro", "bigint", (c) => c.notNull())
+        .addColumn("created_at", "bigint", (c) => c.notNull())
+        .addColumn("delivered_at", "bigint")
+        .addPrimaryKeyConstraint("budget_events_pk", ["org_id", "user_scope", "month", "threshold"])
+        .execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

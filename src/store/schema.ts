@@ -2,7 +2,90 @@ import type { Generated } from "kysely";
 
 /** Timestamps are integer epoch milliseconds and JSON is text, so both dialects store the same values. */
 export interface Database {
-  orgs: { id: string; name: string; created_at: number };
+  orgs: {
+    id: string;
+    name: string;
+    created_at: number;
+    default_priority: Generated<number>;
+    max_running_jobs: number | null;
+    max_gpus: number | null;
+  };
+  users: {
+    id: string;
+    email: string;
+    name: string;
+    password_hash: string | null;
+    platform_admin: Generated<number>;
+    created_at: number;
+  };
+  memberships: { org_id: string; user_id: string; role: string; created_at: number };
+  refresh_tokens: {
+    id: string;
+    user_id: string;
+    org_id: string;
+    token_hash: string;
+    created_at: number;
+    expires_at: number;
+    revoked_at: number | null;
+  };
+  invitations: {
+    id: string;
+    org_id: string;
+    email: string;
+    role: string;
+    token_hash: string;
+    created_by: string;
+    created_at: number;
+    expires_at: number;
+    accepted_at: number | null;
+  };
+  ledger_entries: {
+    org_id: string;
+    entry_key: string;
+    kind: string;
+    from_account: string;
+    to_account: string;
+    amount_micro: number;
+    subject: string | null;
+    user_id: string | null;
+    created_at: number;
+    note: string | null;
+  };
+  usage_records: {
+    job_id: string;
+    attempt: number;
+    started_at: number;
+    ended_at: number;
+    org_id: string;
+    user_id: string | null;
+    batch_id: string | null;
+    model: string;
+    provider: string;
+    instance_id: string;
+    gpu_type: string | null;
+    gpu_count: number;
+    price_micro_per_hour: number;
+    share: number;
+    cost_micro: number;
+  };
+  budgets: {
+    org_id: string;
+    user_scope: string;
+    monthly_limit_micro: number;
+    action: string;
+    webhook_url: string | null;
+    updated_at: number;
+  };
+  budget_events: {
+    org_id: string;
+    user_scope: string;
+    month: string;
+    threshold: number;
+    spent_micro: number;
+    limit_micro: number;
+    created_at: number;
+    delivered_at: number | null;
+  };
   api_keys: {
     id: string;
     org_id: string;
@@ -12,6 +95,8 @@ export interface Database {
     scopes: string;
     created_at: number;
     revoked_at: number | null;
+    user_id: string | null;
+    expires_at: number | null;
   };
   notebooks: {
     id: string;
@@ -60,6 +145,7 @@ export interface Database {
     gpu_type: string | null;
     gpu_count: Generated<number>;
     strategy: string | null;
+    user_id: string | null;
   };
   provider_credentials: {
     org_id: string;
@@ -110,6 +196,7 @@ export interface Database {
     finished_at: number | null;
     artifacts_at: number | null;
     validation_until: number | null;
+    user_id: string | null;
   };
   job_logs: {
     job_id: string;
@@ -137,6 +224,7 @@ export interface Database {
     price_per_hour: number | null;
     bootstrap_token_hash: string | null;
     agent_token_hash: string | null;
+    billed_at: number | null;
   };
   cluster_loops: { name: string; last_run_at: number };
 }

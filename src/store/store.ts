@@ -5,6 +5,7 @@ import type { JsonObject } from "../domain/json.ts";
 import type { LaunchAttempt, LaunchedInstance } from "../domain/machines.ts";
 import type { MarketPoint } from "../domain/offers.ts";
 import type { GpuRequirement, Placement, ProvisioningStrategy } from "../domain/provisioning.ts";
+import type { AccountStore, LedgerStore } from "./accounts.ts";
 
 export interface StoreCapabilities {
   /** Claims lock rows with `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on each other. */
@@ -13,15 +14,6 @@ export interface StoreCapabilities {
   readonly multiHost: boolean;
   /** Tables live in a named schema (PostgreSQL); migrations must look for their bookkeeping there. */
   readonly namedSchemas: boolean;
-}
-
-export interface ApiKeyRecord {
-  id: string;
-  orgId: string;
-  name: string;
-  prefix: string;
-  scopes: string[];
-  createdAt: number;
 }
 
 export interface NotebookRecord {
@@ -66,6 +58,8 @@ export interface NewJob {
   gpu?: GpuRequirement | null;
   /** How its instance is launched; absent or null: the deployment's default. */
   strategy?: ProvisioningStrategy | null;
+  /** Who submitted it. */
+  userId?: string | null;
 }
 
 export interface ClaimRequest {
@@ -78,6 +72,17 @@ export interface ClaimRequest {
   compute?: JsonObject;
   /** Absent: any job (workers in benchmarks and tests). */
   placement?: Placement;
+  /**
+   * Among equal priorities, take the work of the org with the fewest jobs running (when several
+   * orgs exist). Orgs' concurrency limits hold either way.
+   */
+  fairShare?: boolean;
+}
+
+/** Where the best waiting work stands: its priority, and how many jobs its org already runs. */
+export interface QueuedStanding {
+  priority: number;
+  orgRunning: number;
 }
 
 export interface LeaseRef {
@@ -87,7 +92,6 @@ export interface LeaseRef {
 
 export type HeartbeatResult = { held: true; cancelRequested: boolean } | { held: false };
 
-/** A prediction's result travels with its success; `score` also feeds its batch's statistics. */
 /** A cloud credential of an org as stored: sealed, with the last characters of its key as a hint. */
 export interface SealedCredential {
   orgId: string;
@@ -122,6 +126,8 @@ export interface NewBatch {
   score: { name: string; unit: string; better: "lower" | "higher" };
   spec: JsonObject;
   createdAt: number;
+  /** Who submitted it. */
+  userId?: string | null;
 }
 
 /** One child of a new batch: its spec, or a submit-time failure (an invalid row with skip_invalid). */
@@ -139,7 +145,10 @@ export interface BatchChildPolicy {
 }
 
 export interface BatchClaimRequest extends Omit<ClaimRequest, "limit"> {
-  /** Keep working on this batch (the instance has its model loaded); otherwise the best batch. */
+  /**
+   * Keep working on this batch (the instance has its model loaded); otherwise the best batch. With
+   * fair share among several orgs it is only preferred among the batches of equal standing.
+   */
   batchId?: string;
   /** Models this instance can run; batches of other models are left to other instances. */
   models: readonly string[];
@@ -197,10 +206,10 @@ export interface Store {
   migrate(): Promise<void>;
   close(): Promise<void>;
 
-  ensureOrg(id: string, name: string, now: number): Promise<void>;
-  countApiKeys(): Promise<number>;
-  insertApiKey(key: ApiKeyRecord & { hash: string }): Promise<void>;
-  findApiKeyByHash(hash: string): Promise<ApiKeyRecord | null>;
+  /** Users, orgs, memberships, keys, sessions, invitations. */
+  readonly accounts: AccountStore;
+  /** Credits, usage and budgets. */
+  readonly ledger: LedgerStore;
 
   insertNotebook(notebook: NotebookRecord): Promise<void>;
   getNotebook(orgId: string, id: string): Promise<NotebookRecord | null>;
@@ -234,6 +243,13 @@ export interface Store {
   /** Queued jobs are cancelled at once; running ones are flagged and their agent stops them. */
   requestCancel(orgId: string, id: string, now: number): Promise<Job | null>;
   /**
+   * `requestCancel` for all the work of an org (or of one user in it), batches included, recording
+   * `reason` as each job's error. Returns the ids of the runs and batches it stopped.
+   */
+  requestCancelOf(orgId: string, userId: string | null, reason: JobError, now: number): Promise<string[]>;
+  /** Running jobs of every org (billing counts what they have used so far). */
+  listRunningJobs(limit: number): Promise<Job[]>;
+  /**
    * Ends attempts whose lease lapsed, or whose timeout passed more than `timeoutGraceMs` ago (the
    * agent enforces the timeout itself and saves outputs; the grace lets it). Returns the jobs changed.
    */
@@ -261,8 +277,14 @@ export interface Store {
    * at once; empty when no batch of these models has a child to give.
    */
   claimBatchChildren(request: BatchClaimRequest): Promise<{ batch: Batch; jobs: Job[] } | null>;
-  /** The best priority waiting outside batches and inside batches (null: none), so claims honour both. */
-  topQueuedPriorities(now: number): Promise<{ single: number | null; batch: number | null }>;
+  /**
+   * The best work waiting outside batches and inside batches (null: none), so claims honour both:
+   * its priority and, for fair share, how many jobs its org runs.
+   */
+  topQueued(
+    now: number,
+    fairShare: boolean,
+  ): Promise<{ single: QueuedStanding | null; batch: QueuedStanding | null }>;
   /** Cancels the batch's queued children at once and flags its running ones. */
   requestBatchCancel(orgId: string, id: string, now: number): Promise<Batch | null>;
   /**

@@ -197,7 +197,7 @@ describe("HTTP API contract (one real server)", { concurrency: 1 }, () => {
   describe("authentication", () => {
     it("answers 401 unauthorized without an API key", async () => {
       for (const path of ["/api/v1/notebooks", "/api/v1/runs", "/api/v1/datasets/ds_x"]) {
-        assertError(await call(path, { key: null }), 401, "unauthorized", /missing api key/i);
+        assertError(await call(path, { key: null }), 401, "unauthorized", /missing credentials/i);
       }
       const upload = multipart([{ filename: "a.ipynb", content: notebookJson() }]);
       const answer = await call("/api/v1/notebooks", {
@@ -206,7 +206,7 @@ describe("HTTP API contract (one real server)", { concurrency: 1 }, () => {
         body: upload.body,
         headers: { "content-type": upload.contentType },
       });
-      assertError(answer, 401, "unauthorized", /api key/i);
+      assertError(answer, 401, "unauthorized", /api key or access token/i);
     });
 
     it("answers 401 unauthorized with a wrong API key or a non-Bearer scheme", async () => {

@@ -34,15 +34,15 @@ for (const dialect of DIALECTS) {
       fixture = await dialect.fixture();
       store = fixture.open();
       await store.migrate();
-      await store.ensureOrg(ORG, "test", 0);
-      await store.ensureOrg(OTHER_ORG, "other", 0);
+      await store.accounts.ensureOrg(ORG, "test", 0);
+      await store.accounts.ensureOrg(OTHER_ORG, "other", 0);
     });
     after(() => fixture.cleanup());
 
     it("migrations are safe when several processes start at once", async () => {
       const others = [fixture.open(), fixture.open(), fixture.open()];
       await Promise.all(others.map((s) => s.migrate()));
-      assert.equal(await others[0]!.countApiKeys(), await store.countApiKeys());
+      assert.equal(await others[0]!.accounts.countApiKeys(), await store.accounts.countApiKeys());
     });
 
     it("claims by priority, then first in first out", async () => {
@@ -750,8 +750,8 @@ for (const dialect of DIALECTS) {
         const { batch } = await newBatch(5);
         const generic = await store.claim({ owner: "w", limit: 100, leaseMs: 1_000, now: 2_000 });
         assert.ok(generic.every((j) => j.batchId === null));
-        const priorities = await store.topQueuedPriorities(2_000);
-        assert.equal(priorities.batch, 0);
+        const top = await store.topQueued(2_000, false);
+        assert.equal(top.batch?.priority, 0);
         const first = await store.listBatchChildren({ orgId: ORG, batchId: batch.id, limit: 3 });
         const rest = await store.listBatchChildren({
           orgId: ORG,

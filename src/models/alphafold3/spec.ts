@@ -41,4 +41,6 @@ export const alphafold3Spec: ModelSpec = {
   },
   // One run_alphafold.py over an input directory loads the weights once for all of its inputs.
   packing: { perProcess: 16, parallel: 1 },
+  // One structure, with the MSA search skipped or precomputed.
+  expectedSecondsPerInput: 600,
 };

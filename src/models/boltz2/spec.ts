@@ -61,4 +61,6 @@ export const boltz2Spec: ModelSpec = {
   },
   // One `boltz predict` over a directory of YAMLs loads the model once for all of them.
   packing: { perProcess: 64, parallel: 1 },
+  // One A100-class GPU, the model loaded once per unit.
+  expectedSecondsPerInput: 30,
 };

@@ -78,4 +78,6 @@ export const vinaSpec: ModelSpec = {
   // One ligand per process and one thread each, many processes side by side: Vina's own threading
   // stops at `exhaustiveness` threads, so this keeps every core busy.
   packing: { perProcess: 1, parallel: "cores" },
+  // Exhaustiveness 8 on one core: tens of seconds per ligand.
+  expectedSecondsPerInput: 60,
 };

@@ -23,6 +23,11 @@ export interface LocalProviderOptions {
   workRoot: string;
   /** Extra environment for every agent (HANGAR_PYTHON, …). */
   env?: Record<string, string>;
+  /**
+   * What this host charges per hour, so a deployment on its own hardware can bill: `cpu` for one CPU
+   * instance, and per GPU by Hangar's GPU name. Absent: free.
+   */
+  prices?: Record<string, number>;
 }
 
 /**
@@ -50,7 +55,7 @@ export class LocalProvider implements ComputeProvider {
     };
   }
 
-  /** This machine, priced at 0: one offer per GPU type it has, or one CPU offer. */
+  /** This machine at its configured prices: one offer per GPU type it has, or one CPU offer. */
   async offers(_query: OfferQuery): Promise<Offer[]> {
     const common = {
       provider: this.name,
@@ -58,22 +63,48 @@ export class LocalProvider implements ComputeProvider {
       memoryGb: Math.floor(totalmem() / 1024 ** 3),
       region: "local",
       spot: false,
-      pricePerHour: 0,
       reliability: null,
       fetchedAt: Date.now(),
     };
     const byType = Map.groupBy(this.#options.gpus, (gpu) => gpu.name);
-    if (byType.size === 0) return [{ ...common, id: hostname(), gpu: "CPU", gpuCount: 0, gpuMemoryGb: 0 }];
+    if (byType.size === 0) {
+      return [
+        {
+          ...common,
+          id: hostname(),
+          gpu: "CPU",
+          gpuCount: 0,
+          gpuMemoryGb: 0,
+          pricePerHour: this.#cpuPrice(),
+        },
+      ];
+    }
     return [...byType.entries()].map(([name, gpus]) => {
       const gpuMemoryGb = Math.round(gpus[0]!.memoryMiB / 1024);
+      const gpu = canonicalGpu(name, gpuMemoryGb);
       return {
         ...common,
         id: `${hostname()}:${name}`,
-        gpu: canonicalGpu(name, gpuMemoryGb),
+        gpu,
         gpuCount: gpus.length,
         gpuMemoryGb,
+        pricePerHour: (this.#options.prices?.[gpu] ?? 0) * gpus.length,
       };
     });
+  }
+
+  #cpuPrice(): number {
+    return this.#options.prices?.cpu ?? 0;
+  }
+
+  /** An instance with GPUs costs their prices; one without, the CPU price. */
+  #priceOf(gpus: readonly GpuAssignment[]): number {
+    if (gpus.length === 0) return this.#cpuPrice();
+    return gpus.reduce(
+      (sum, gpu) =>
+        sum + (this.#options.prices?.[canonicalGpu(gpu.name, Math.round(gpu.memoryMiB / 1024))] ?? 0),
+      0,
+    );
   }
 
   allocateGpus(count: number, inUse: ReadonlySet<number>): GpuAssignment[] {
@@ -118,7 +149,7 @@ export class LocalProvider implements ComputeProvider {
       for (const listener of this.#exitListeners) listener(providerInstanceId, reason);
     });
     child.unref();
-    return { providerInstanceId, machineId: hostname(), pricePerHour: 0 };
+    return { providerInstanceId, machineId: hostname(), pricePerHour: this.#priceOf(spec.gpus) };
   }
 
   async describe(providerInstanceId: string): Promise<ProviderInstanceStatus> {

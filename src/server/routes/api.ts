@@ -1,9 +1,9 @@
 import { once } from "node:events";
 import { Type, type TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import type { FastifyInstance, FastifyRequest } from "fastify";
-import { hashSecret } from "../../app/api-keys.ts";
 import type { AppContext } from "../../app/context.ts";
 import { createDataset, getDataset, type UploadedFile } from "../../app/datasets.ts";
+import { authenticate, authorize } from "../../app/identity.ts";
 import { createNotebook, getNotebook } from "../../app/notebooks.ts";
 import {
   cancelRun,
@@ -12,16 +12,21 @@ import {
   type RunRequest as RunRequestBody,
   submitRun,
 } from "../../app/runs.ts";
-import { badRequest, payloadTooLarge, unauthorized } from "../../domain/errors.ts";
+import type { Action, Principal } from "../../domain/access.ts";
+import { badRequest, payloadTooLarge, tooManyRequests } from "../../domain/errors.ts";
 import { isTerminal } from "../../domain/job.ts";
 import { PROVISIONING_STRATEGIES } from "../../domain/provisioning.ts";
 import { datasetView, notebookView, runView } from "../views.ts";
+import { accountRoutes } from "./accounts.ts";
 import { credentialRoutes } from "./credentials.ts";
 import { offerRoutes } from "./offers.ts";
 import { predictionRoutes } from "./predictions.ts";
 
 declare module "fastify" {
   interface FastifyRequest {
+    /** Who the request acts for; set by the API's authentication hook. */
+    principal: Principal;
+    /** The principal's org: every user-owned row read or written is scoped by it. */
     orgId: string;
   }
 }
@@ -62,21 +67,37 @@ const RunRequest = Type.Object(
   { additionalProperties: false },
 );
 
-const bearer = (request: FastifyRequest): string | undefined => {
+export const bearer = (request: FastifyRequest): string | undefined => {
   const header = request.headers.authorization;
   return header?.startsWith("Bearer ") ? header.slice(7).trim() : undefined;
 };
+
+/** Reads need "read"; anything that changes state needs "write" (routes that manage ask for more). */
+const actionOf = (method: string): Action => (method === "GET" || method === "HEAD" ? "read" : "write");
 
 export function apiRoutes(ctx: AppContext) {
   return async (scoped: FastifyInstance) => {
     const app = scoped.withTypeProvider<TypeBoxTypeProvider>();
     app.decorateRequest("orgId", "");
-    app.addHook("onRequest", async (request) => {
-      const key = bearer(request);
-      if (!key) throw unauthorized("Missing API key: send Authorization: Bearer <key>");
-      const record = await ctx.store.findApiKeyByHash(hashSecret(key));
-      if (!record) throw unauthorized("Invalid or revoked API key");
-      request.orgId = record.orgId;
+    app.decorateRequest("principal");
+    app.addHook("onRequest", async (request, reply) => {
+      const principal = await authenticate(ctx, ctx.sessions, bearer(request));
+      const { rateLimitPerMinute: perUser, orgRateLimitPerMinute: perOrg } = ctx.config;
+      const admission = ctx.rateLimiter.admit(
+        [
+          ...(principal.keyId ? [{ name: `key:${principal.keyId}`, perMinute: perUser }] : []),
+          { name: `user:${principal.userId}`, perMinute: perUser },
+          { name: `org:${principal.orgId}`, perMinute: perOrg },
+        ],
+        ctx.now(),
+      );
+      if (!admission.admitted) {
+        reply.header("retry-after", String(admission.retryAfterS));
+        throw tooManyRequests(admission.limit.split(":")[0]!, admission.retryAfterS);
+      }
+      authorize(principal, actionOf(request.method));
+      request.principal = principal;
+      request.orgId = principal.orgId;
     });
 
     app.post(
@@ -153,7 +174,7 @@ export function apiRoutes(ctx: AppContext) {
         // The schema admits any JSON value for a parameter, which is exactly JsonObject.
         const job = await submitRun(
           ctx,
-          request.orgId,
+          request.principal,
           request.params.id,
           (request.body ?? {}) as RunRequestBody,
         );
@@ -200,6 +221,7 @@ export function apiRoutes(ctx: AppContext) {
     predictionRoutes(app, ctx);
     offerRoutes(app, ctx);
     credentialRoutes(app, ctx);
+    accountRoutes(app, ctx);
 
     app.get(
       "/runs/:id/logs",

@@ -2,7 +2,9 @@ import { Type, type TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import type { FastifyInstance } from "fastify";
 import type { AppContext } from "../../app/context.ts";
 import { CREDENTIAL_SETTINGS, isCredentialProvider, validCredential } from "../../app/credentials.ts";
-import { notFound } from "../../domain/errors.ts";
+import { authorize } from "../../app/identity.ts";
+import type { Principal } from "../../domain/access.ts";
+import { forbidden, notFound } from "../../domain/errors.ts";
 import type { SealedCredential } from "../../store/store.ts";
 
 const Name = Type.Object({ name: Type.String({ minLength: 1, maxLength: 40 }) });
@@ -43,6 +45,7 @@ export function credentialRoutes(api: FastifyInstance, ctx: AppContext): void {
       },
     },
     async (request) => {
+      manageDeploymentClouds(ctx, request.principal);
       const { provider, credential } = validCredential(request.params.name, request.body);
       await ctx.store.putCredential({
         ...ctx.credentials.vault.seal(request.orgId, provider, credential),
@@ -57,6 +60,7 @@ export function credentialRoutes(api: FastifyInstance, ctx: AppContext): void {
     "/providers/:name/credentials",
     { schema: { tags: ["offers"], params: Name } },
     async (request, reply) => {
+      manageDeploymentClouds(ctx, request.principal);
       if (!(await ctx.store.deleteCredential(request.orgId, request.params.name))) {
         throw notFound("credential_not_found", `No stored credential for "${request.params.name}"`);
       }
@@ -64,6 +68,20 @@ export function credentialRoutes(api: FastifyInstance, ctx: AppContext): void {
       return reply.code(204).send();
     },
   );
+}
+
+/**
+ * The clouds launch with the credentials of the deployment's own org (every org's work runs on
+ * them and is billed per org); storing them needs the manage right there.
+ */
+function manageDeploymentClouds(ctx: AppContext, principal: Principal): void {
+  authorize(principal, "manage");
+  if (principal.orgId !== ctx.defaultOrgId) {
+    throw forbidden(
+      "clouds_per_deployment",
+      "Cloud credentials are set for the whole deployment, by an admin of its own organization",
+    );
+  }
 }
 
 function providerView(name: string, stored: SealedCredential | undefined, inEnvironment: boolean) {

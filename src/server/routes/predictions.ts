@@ -93,7 +93,7 @@ export function predictionRoutes(app: FastifyInstance, ctx: AppContext) {
     const body = request.body as Static<typeof PredictBody>;
     const job = await submitPrediction(
       ctx,
-      request.orgId,
+      request.principal,
       body as PredictRequest & { parameters?: JsonObject },
     );
     return reply.code(201).send(predictionView(job));
@@ -104,7 +104,11 @@ export function predictionRoutes(app: FastifyInstance, ctx: AppContext) {
     { schema: { tags: ["predictions"], body: BatchBody } },
     async (request, reply) => {
       const body = request.body as Static<typeof BatchBody>;
-      const batch = await submitBatch(ctx, request.orgId, body as BatchRequest & { parameters?: JsonObject });
+      const batch = await submitBatch(
+        ctx,
+        request.principal,
+        body as BatchRequest & { parameters?: JsonObject },
+      );
       return reply.code(201).send(batchView(batch, ctx.now()));
     },
   );
