@@ -1,7 +1,8 @@
 import type { Principal } from "../domain/access.ts";
+import { isBatchFinished } from "../domain/batch.ts";
 import { type Budget, isExhausted, monthOf, reachedThresholds } from "../domain/budget.ts";
 import { HangarError } from "../domain/errors.ts";
-import type { GpuRequest } from "../domain/job.ts";
+import { type GpuRequest, isTerminal } from "../domain/job.ts";
 import { holdEntry, idleChargeEntry, settleEntry } from "../domain/ledger.ts";
 import { costOfTime, formatMicro, toMicro, withMarkup } from "../domain/money.ts";
 import { attemptUsage } from "../domain/usage.ts";
@@ -132,9 +133,9 @@ async function settleHolds(ctx: AppContext): Promise<void> {
     const job = await store.getJob(hold.orgId, hold.subject);
     const batch = job ? null : await store.getBatch(hold.orgId, hold.subject);
     const ended = job
-      ? ["succeeded", "failed", "cancelled"].includes(job.status)
+      ? isTerminal(job.status)
       : batch
-        ? ["completed", "failed", "cancelled", "rejected"].includes(batch.status)
+        ? isBatchFinished(batch.status)
         : ctx.now() - hold.createdAt > ORPHAN_HOLD_MS;
     if (!ended) continue;
     const remaining = await store.ledger.heldFor(hold.orgId, hold.subject);

@@ -150,7 +150,7 @@ export class KyselyLedger implements LedgerStore {
   async usage(query: UsageQuery): Promise<UsageRow[]> {
     const group =
       query.groupBy === "day"
-        ? sql<string>`(ended_at / ${DAY_MS})`
+        ? sql<string>`(ended_at / ${sql.lit(DAY_MS)})`
         : sql<string>`coalesce(${sql.ref(query.groupBy === "user" ? "user_id" : query.groupBy)}, '')`;
     const rows = await this.#db
       .selectFrom("usage_records")

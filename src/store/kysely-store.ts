@@ -373,6 +373,17 @@ export class KyselyStore implements Store {
    * driver opens every transaction with BEGIN IMMEDIATE, so claimers take turns on the write lock.
    */
   async claim(request: ClaimRequest): Promise<Job[]> {
+    if (request.limit > 1 && (await this.#anyOrgLimited())) {
+      // Each claim checks the limits once; several jobs at a time are claimed one by one so no org
+      // goes past its limit within one call.
+      const jobs: Job[] = [];
+      while (jobs.length < request.limit) {
+        const [job] = await this.claim({ ...request, limit: 1 });
+        if (!job) break;
+        jobs.push(job);
+      }
+      return jobs;
+    }
     const leaseToken = randomBytes(12).toString("base64url");
     const claimIn = async (db: Kysely<Database>) => {
       const shares = await orgShares(db);
@@ -386,7 +397,9 @@ export class KyselyStore implements Store {
         .$if(shares.full.length > 0, (q) => q.where("org_id", "not in", shares.full))
         .$if(shares.gpuRoom.size > 0, (q) => q.where((eb) => withinGpuRoom(eb, shares)))
         .orderBy("priority", "desc")
-        .$if(request.fairShare === true && shares.orgs > 1, (q) => q.orderBy(runningOf(shares)))
+        .$if(request.fairShare === true && shares.orgs > 1 && runningOf(shares) !== null, (q) =>
+          q.orderBy(runningOf(shares)!),
+        )
         .orderBy("id")
         .limit(request.limit);
       if (this.capabilities.skipLocked) candidates = candidates.forUpdate().skipLocked();
@@ -412,6 +425,16 @@ export class KyselyStore implements Store {
       ? await claimIn(this.#db)
       : await this.#db.transaction().execute((trx) => claimIn(trx));
     return rows.map(toJob).sort(byPriorityThenAge);
+  }
+
+  async #anyOrgLimited(): Promise<boolean> {
+    const row = await this.#db
+      .selectFrom("orgs")
+      .select("id")
+      .where((eb) => eb.or([eb("max_running_jobs", "is not", null), eb("max_gpus", "is not", null)]))
+      .limit(1)
+      .executeTakeFirst();
+    return row !== undefined;
   }
 
   async heartbeat(
@@ -932,7 +955,8 @@ export class KyselyStore implements Store {
         pick = pick.where("id", "=", request.batchId);
       } else {
         pick = pick.orderBy("priority", "desc");
-        if (fair) pick = pick.orderBy(runningOf(shares));
+        const byRunning = runningOf(shares);
+        if (fair && byRunning) pick = pick.orderBy(byRunning);
         if (request.batchId) {
           pick = pick.orderBy((eb) => eb.case().when("id", "=", request.batchId!).then(0).else(1).end());
         }
@@ -998,7 +1022,7 @@ export class KyselyStore implements Store {
       .where("run_at", "<=", now)
       .$if(shares.full.length > 0, (q) => q.where("org_id", "not in", shares.full))
       .orderBy("priority", "desc")
-      .$if(fair, (q) => q.orderBy(runningOf(shares)))
+      .$if(fair && runningOf(shares) !== null, (q) => q.orderBy(runningOf(shares)!))
       .limit(1)
       .executeTakeFirst();
     const batch = await this.#db
@@ -1009,7 +1033,7 @@ export class KyselyStore implements Store {
       .where("cancel_requested", "=", 0)
       .$if(shares.full.length > 0, (q) => q.where("org_id", "not in", shares.full))
       .orderBy("priority", "desc")
-      .$if(fair, (q) => q.orderBy(runningOf(shares)))
+      .$if(fair && runningOf(shares) !== null, (q) => q.orderBy(runningOf(shares)!))
       .limit(1)
       .executeTakeFirst();
     const standing = (row: { priority: number; org_id: string } | undefined) =>
@@ -1462,10 +1486,10 @@ async function orgShares(db: Kysely<Database>): Promise<OrgShares> {
   return { orgs: orgs.length, running, full, jobRoom, gpuRoom };
 }
 
-/** Orders candidates by how many jobs their org runs, fewest first. */
+/** Orders candidates by how many jobs their org runs, fewest first (null when none runs any). */
 function runningOf(shares: OrgShares) {
   const busy = [...shares.running].filter(([, n]) => n > 0);
-  if (busy.length === 0) return sql<number>`0`;
+  if (busy.length === 0) return null;
   const cases = busy.map(([orgId, count]) => sql`when org_id = ${orgId} then ${count}`);
   return sql<number>`case ${sql.join(cases, sql` `)} else 0 end`;
 }
