@@ -265,13 +265,29 @@ export async function createApiKey(
   request: { name: string; scopes?: Scope[]; expiresInDays?: number; userId?: string },
 ): Promise<NewApiKey> {
   const forUser = request.userId ?? principal.userId;
-  // Anyone who may write makes keys for themselves; keys for others need the manage right.
-  authorizeOrg(principal, orgId, forUser === principal.userId ? "write" : "manage");
+  // Every member makes keys for itself; keys for others need the manage right.
+  authorizeOrg(principal, orgId, forUser === principal.userId ? "read" : "manage");
   const member = await ctx.store.accounts.getMembership(orgId, forUser);
   if (!member) throw notFound("member_not_found", `User ${forUser} is not a member of ${orgId}`);
-  const scopes = grantableScopes(principal, request.scopes ?? principal.scopes.filter((s) => s !== "admin"));
+  // By default a key gets what its user's role can use, read and write at most.
+  const fitting = SCOPES.filter(
+    (scope) => scope === "read" || (scope === "write" && member.role !== "viewer"),
+  );
+  const scopes = grantableScopes(
+    principal,
+    request.scopes ?? fitting.filter((s) => principal.scopes.includes(s)),
+  );
   if (!scopes)
     throw forbidden("scope_not_grantable", "A key cannot be given scopes the key that makes it lacks");
+  const beyondRole = scopes.find((scope) =>
+    denial({ ...principal, role: member.role, scopes: [scope] }, scopeAction[scope]),
+  );
+  if (beyondRole && !principal.platformAdmin) {
+    throw forbidden(
+      "scope_not_grantable",
+      `A ${member.role} cannot hold a key with the "${beyondRole}" scope`,
+    );
+  }
   const secret = generateSecret(API_KEY_PREFIX);
   const now = ctx.now();
   const record: ApiKeyRecord = {
@@ -288,6 +304,8 @@ export async function createApiKey(
   await ctx.store.accounts.insertApiKey({ ...record, hash: hashSecret(secret) });
   return { record, secret };
 }
+
+const scopeAction: Record<Scope, Action> = { read: "read", write: "write", admin: "manage" };
 
 export async function listApiKeys(
   ctx: AppContext,
@@ -308,7 +326,7 @@ export async function revokeApiKey(
   authorizeOrg(principal, orgId, "read");
   const key = await ctx.store.accounts.getApiKey(orgId, keyId);
   if (!key) throw notFound("api_key_not_found", `No API key ${keyId}`);
-  authorize(principal, key.userId === principal.userId ? "write" : "manage");
+  if (key.userId !== principal.userId) authorize(principal, "manage");
   return (await ctx.store.accounts.revokeApiKey(orgId, keyId, ctx.now()))!;
 }
 

@@ -326,6 +326,8 @@ export function accountRoutes(api: FastifyInstance, ctx: AppContext): void {
   app.post(
     "/orgs/:id/api-keys",
     {
+      // A viewer may make itself a read-only key; createApiKey checks the rest.
+      config: { action: "read" },
       schema: {
         tags: ["keys"],
         summary: "Create an API key; its secret is shown once",
@@ -356,6 +358,7 @@ export function accountRoutes(api: FastifyInstance, ctx: AppContext): void {
   app.delete(
     "/orgs/:id/api-keys/:key_id",
     {
+      config: { action: "read" },
       schema: {
         tags: ["keys"],
         params: Type.Object({

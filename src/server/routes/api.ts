@@ -72,8 +72,17 @@ export const bearer = (request: FastifyRequest): string | undefined => {
   return header?.startsWith("Bearer ") ? header.slice(7).trim() : undefined;
 };
 
+declare module "fastify" {
+  interface FastifyContextConfig {
+    /** What a route needs at least, when not what its method says (routes check further rights themselves). */
+    action?: Action;
+  }
+}
+
 /** Reads need "read"; anything that changes state needs "write" (routes that manage ask for more). */
-const actionOf = (method: string): Action => (method === "GET" || method === "HEAD" ? "read" : "write");
+const actionOf = (request: FastifyRequest): Action =>
+  request.routeOptions.config?.action ??
+  (request.method === "GET" || request.method === "HEAD" ? "read" : "write");
 
 export function apiRoutes(ctx: AppContext) {
   return async (scoped: FastifyInstance) => {
@@ -95,7 +104,7 @@ export function apiRoutes(ctx: AppContext) {
         reply.header("retry-after", String(admission.retryAfterS));
         throw tooManyRequests(admission.limit.split(":")[0]!, admission.retryAfterS);
       }
-      authorize(principal, actionOf(request.method));
+      authorize(principal, actionOf(request));
       request.principal = principal;
       request.orgId = principal.orgId;
     });
