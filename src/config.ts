@@ -88,12 +88,27 @@ export interface Config {
   /** Requests per minute per API key or user, and per org; 0 turns a limit off. */
   rateLimitPerMinute: number;
   orgRateLimitPerMinute: number;
+  /**
+   * Which orgs need credits to cover their work before it runs: `tenants` (every org but the
+   * deployment's own, which pays its clouds directly), `all`, or `off`. Usage is charged either way.
+   */
+  creditChecks: CreditChecks;
   /** Sign-in and token requests per minute per client address. */
   loginRateLimitPerMinute: number;
   /** Claims prefer the org with the fewest running jobs among equal priorities. */
   fairShare: boolean;
   /** How often holds are settled, idle instance time billed, budgets and balances checked. */
   billingIntervalS: number;
+}
+
+export type CreditChecks = "tenants" | "all" | "off";
+
+function creditChecks(value: string | undefined): CreditChecks {
+  const chosen = (value || "tenants") as CreditChecks;
+  if (!["tenants", "all", "off"].includes(chosen)) {
+    throw new Error(`HANGAR_CREDIT_CHECKS must be one of tenants, all, off, not "${value}"`);
+  }
+  return chosen;
 }
 
 export type BlobStoreSettings =
@@ -277,8 +292,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     refreshTokenTtlS: int(env, "HANGAR_REFRESH_TOKEN_TTL_S", 30 * 86_400, 1),
     priceMarkupPercent: decimal(env, "HANGAR_PRICE_MARKUP_PERCENT", 0),
     localPrices: localPrices(env.HANGAR_LOCAL_PRICE_PER_HOUR),
-    rateLimitPerMinute: int(env, "HANGAR_RATE_LIMIT_PER_MINUTE", 600, 0),
-    orgRateLimitPerMinute: int(env, "HANGAR_ORG_RATE_LIMIT_PER_MINUTE", 3000, 0),
+    rateLimitPerMinute: int(env, "HANGAR_RATE_LIMIT_PER_MINUTE", 1200, 0),
+    orgRateLimitPerMinute: int(env, "HANGAR_ORG_RATE_LIMIT_PER_MINUTE", 6000, 0),
+    creditChecks: creditChecks(env.HANGAR_CREDIT_CHECKS),
     loginRateLimitPerMinute: int(env, "HANGAR_LOGIN_RATE_LIMIT_PER_MINUTE", 30, 0),
     fairShare: env.HANGAR_FAIR_SHARE !== "0" && env.HANGAR_FAIR_SHARE !== "false",
     billingIntervalS: int(env, "HANGAR_BILLING_INTERVAL_S", 5, 1),

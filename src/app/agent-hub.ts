@@ -214,7 +214,8 @@ export class AgentHub {
     });
     // Batches run on this host's instances; a cloud instance was launched for one GPU shape.
     const models = placement.cpuJobs ? capacity.models.filter((name) => MODEL_SPECS.has(name)) : [];
-    const batchClaim = (batchId?: string) =>
+    const preferred = capacity.preferBatch;
+    const batchClaim = (only?: string) =>
       store.claimBatchChildren({
         owner: instance.id,
         models,
@@ -223,10 +224,12 @@ export class AgentHub {
         now,
         compute,
         fairShare,
-        ...(batchId ? { batchId } : {}),
+        ...(only ? { batchId: only } : preferred ? { preferBatchId: preferred } : {}),
       });
-    if (capacity.preferBatch) {
-      const same = await batchClaim(capacity.preferBatch);
+    // Staying on the batch whose model is loaded saves reloading it; under fair share it is only
+    // preferred among work of equal standing, so another org's work is not starved by it.
+    if (preferred && !fairShare) {
+      const same = await batchClaim(preferred);
       if (same) return same.jobs;
     }
     const top = await store.topQueued(now, fairShare);

@@ -59,10 +59,13 @@ export async function holdCredits(
 ): Promise<void> {
   await refuseOverBudget(ctx, principal);
   if (estimate.amountMicro <= 0) return;
-  const { posted, balances } = await ctx.store.ledger.postHoldIfCovered(
-    holdEntry(principal.orgId, subject, estimate.amountMicro, principal.userId),
-    ctx.now(),
-  );
+  const hold = holdEntry(principal.orgId, subject, estimate.amountMicro, principal.userId);
+  if (!creditsChecked(ctx, principal.orgId)) {
+    // Still held, so the run's charges settle the same way; the balance may go below zero.
+    await ctx.store.ledger.post([hold], ctx.now());
+    return;
+  }
+  const { posted, balances } = await ctx.store.ledger.postHoldIfCovered(hold, ctx.now());
   if (!posted) {
     const shortfall = estimate.amountMicro - balances.available;
     throw new HangarError(
@@ -78,6 +81,12 @@ export async function holdCredits(
       },
     );
   }
+}
+
+/** Whether an org's work must be covered by its balance (HANGAR_CREDIT_CHECKS). */
+export function creditsChecked(ctx: AppContext, orgId: string): boolean {
+  const { creditChecks } = ctx.config;
+  return creditChecks === "all" || (creditChecks === "tenants" && orgId !== ctx.defaultOrgId);
 }
 
 async function refuseOverBudget(ctx: AppContext, principal: Principal): Promise<void> {
@@ -121,6 +130,7 @@ async function stopUnpaidWork(ctx: AppContext): Promise<void> {
     if (usage && usage.costMicro > 0) accrued.set(job.orgId, (accrued.get(job.orgId) ?? 0) + usage.costMicro);
   }
   for (const [orgId, used] of accrued) {
+    if (!creditsChecked(ctx, orgId)) continue;
     const balances = await ctx.store.ledger.balances(orgId);
     if (balances.available + balances.held - used < 0)
       await stopWork(ctx, { orgId, userId: null }, "credits_exhausted");

@@ -1,4 +1,5 @@
 import { existsSync, openAsBlob, readFileSync } from "node:fs";
+import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 
 export class ApiError extends Error {
@@ -12,6 +13,24 @@ export class ApiError extends Error {
     this.code = code;
     this.details = details;
   }
+}
+
+/** Where `hangar login` keeps its API key per server (0600): HANGAR_CONFIG_DIR or ~/.config/hangar. */
+export function loginFile(env: NodeJS.ProcessEnv = process.env): string {
+  return join(env.HANGAR_CONFIG_DIR ?? join(homedir(), ".config", "hangar"), "logins.json");
+}
+
+export function readLogins(
+  env: NodeJS.ProcessEnv = process.env,
+): Record<string, { key: string; email: string }> {
+  const file = loginFile(env);
+  return existsSync(file)
+    ? (JSON.parse(readFileSync(file, "utf8")) as Record<string, { key: string; email: string }>)
+    : {};
+}
+
+function savedLogin(env: NodeJS.ProcessEnv, url: string): string | undefined {
+  return readLogins(env)[url]?.key;
 }
 
 export interface UploadFile {
@@ -30,22 +49,32 @@ export class HangarClient {
     this.#apiKey = apiKey;
   }
 
-  /** HANGAR_URL and HANGAR_API_KEY, or the embedded default's saved admin key. */
+  /**
+   * HANGAR_URL and HANGAR_API_KEY; else the key `hangar login` saved for that server; else the
+   * embedded default's saved admin key.
+   */
+  static urlFromEnv(env: NodeJS.ProcessEnv = process.env): string {
+    return (env.HANGAR_URL ?? `http://127.0.0.1:${env.HANGAR_PORT ?? 7420}`).replace(/\/$/, "");
+  }
+
   static fromEnv(env: NodeJS.ProcessEnv = process.env): HangarClient {
-    const url = env.HANGAR_URL ?? `http://127.0.0.1:${env.HANGAR_PORT ?? 7420}`;
-    let key = env.HANGAR_API_KEY;
+    const url = HangarClient.urlFromEnv(env);
+    let key = env.HANGAR_API_KEY ?? savedLogin(env, url);
     const keyFile = join(resolve(env.HANGAR_DATA_DIR ?? ".hangar"), "admin-api-key");
     if (!key && existsSync(keyFile)) key = readFileSync(keyFile, "utf8").trim();
     if (!key) {
       throw new Error(
-        `No API key: set HANGAR_API_KEY (the server prints one on first start, and saves it in ${keyFile})`,
+        `No API key: run \`hangar login\`, or set HANGAR_API_KEY (the server prints one on first start, and saves it in ${keyFile})`,
       );
     }
     return new HangarClient(url, key);
   }
 
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const init: RequestInit = { method, headers: { authorization: `Bearer ${this.#apiKey}` } };
+    const init: RequestInit = {
+      method,
+      headers: this.#apiKey ? { authorization: `Bearer ${this.#apiKey}` } : {},
+    };
     if (body instanceof FormData) init.body = body;
     else if (body !== undefined) {
       init.body = JSON.stringify(body);

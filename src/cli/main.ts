@@ -2,6 +2,7 @@ import { resolve } from "node:path";
 import { Command, Option } from "commander";
 import { loadConfig } from "../config.ts";
 import { startServer } from "../server/server.ts";
+import { addAccountCommands } from "./accounts.ts";
 import { ApiError, HangarClient } from "./client.ts";
 import { describeRun, downloadRun, pushDataset, submitNotebookRun, waitForRun } from "./commands.ts";
 import { addOfferCommands } from "./offers.ts";
@@ -164,6 +165,7 @@ program
   );
 
 addPredictionCommands(program);
+addAccountCommands(program);
 addOfferCommands(program);
 
 program

@@ -951,15 +951,15 @@ export class KyselyStore implements Store {
         .where("model", "in", request.models)
         .where("cancel_requested", "=", 0)
         .$if(shares.full.length > 0, (q) => q.where("org_id", "not in", shares.full));
-      if (request.batchId && !fair) {
+      if (request.batchId) {
         pick = pick.where("id", "=", request.batchId);
       } else {
         pick = pick.orderBy("priority", "desc");
         const byRunning = runningOf(shares);
         if (fair && byRunning) pick = pick.orderBy(byRunning);
-        if (request.batchId) {
-          pick = pick.orderBy((eb) => eb.case().when("id", "=", request.batchId!).then(0).else(1).end());
-        }
+        const preferred = request.preferBatchId;
+        if (preferred)
+          pick = pick.orderBy((eb) => eb.case().when("id", "=", preferred).then(0).else(1).end());
         pick = pick.orderBy("id").limit(1);
       }
       if (this.capabilities.skipLocked) pick = pick.forUpdate().skipLocked();

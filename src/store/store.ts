@@ -145,11 +145,10 @@ export interface BatchChildPolicy {
 }
 
 export interface BatchClaimRequest extends Omit<ClaimRequest, "limit"> {
-  /**
-   * Keep working on this batch (the instance has its model loaded); otherwise the best batch. With
-   * fair share among several orgs it is only preferred among the batches of equal standing.
-   */
+  /** Only this batch (the instance has its model loaded); otherwise the best batch. */
   batchId?: string;
+  /** Among batches of equal standing, this one first (keeps a loaded model busy under fair share). */
+  preferBatchId?: string;
   /** Models this instance can run; batches of other models are left to other instances. */
   models: readonly string[];
   /** How many children of a batch of `model` to take at once (its packing on this instance). */

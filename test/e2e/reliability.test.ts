@@ -155,7 +155,14 @@ for (const dialect of DIALECTS) {
       fixture = await dialect.fixture();
       dir = await mkdtemp(join(tmpdir(), "hangar-pair-"));
       // Replicas share the database, the blob store (here: one data dir) and the signing secret.
-      const env = { ...fixture.env, HANGAR_SIGNING_SECRET: "s".repeat(40), HANGAR_LOCAL_MAX_INSTANCES: "1" };
+      const env = {
+        ...fixture.env,
+        HANGAR_SIGNING_SECRET: "s".repeat(40),
+        HANGAR_LOCAL_MAX_INSTANCES: "1",
+        // 2,000 submits in seconds from one key: past any sensible default rate limit.
+        HANGAR_RATE_LIMIT_PER_MINUTE: "0",
+        HANGAR_ORG_RATE_LIMIT_PER_MINUTE: "0",
+      };
       const first = await spawnServer(env, { dataDir: dir });
       servers = [first, await spawnServer(env, { dataDir: dir })];
     });
