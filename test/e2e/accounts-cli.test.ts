@@ -28,9 +28,14 @@ describe("the CLI's accounts commands: login, org, keys, credits, usage", { time
     };
     delete env.HANGAR_API_KEY;
     if (as) env.HANGAR_API_KEY = as;
-    return exec(join(REPO_ROOT, "hangar"), args, { env }).catch(
-      (error: { stdout: string; stderr: string; code: number }) => error,
-    );
+    const result: Promise<{ stdout: string; stderr: string; code?: number }> = exec(
+      join(REPO_ROOT, "hangar"),
+      args,
+      {
+        env,
+      },
+    ).catch((error: { stdout: string; stderr: string; code: number }) => error);
+    return result;
   };
 
   before(async () => {
