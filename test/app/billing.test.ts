@@ -10,7 +10,7 @@ import { newId } from "../../src/domain/ids.ts";
 import { grantEntry } from "../../src/domain/ledger.ts";
 import { createLogger } from "../../src/server/logging.ts";
 import type { NewJob, Store } from "../../src/store/store.ts";
-import { DIALECTS, type StoreFixture } from "../helpers/stores.ts";
+import { DIALECTS, notebookJob, type StoreFixture } from "../helpers/stores.ts";
 
 const PRICE_PER_MS = 3_600_000;
 
@@ -34,22 +34,8 @@ for (const dialect of DIALECTS) {
       platformAdmin: false,
       keyId: null,
     });
-    const job = (orgId: string, overrides: Partial<NewJob> = {}): NewJob => ({
-      id: newId("run"),
-      orgId,
-      kind: "notebook",
-      notebookId: null,
-      spec: {},
-      priority: 0,
-      maxAttempts: 1,
-      backoffMinMs: 0,
-      backoffMaxMs: 0,
-      timeoutMs: 3_600_000,
-      runAt: 0,
-      createdAt: 0,
-      userId: "user_x",
-      ...overrides,
-    });
+    const job = (orgId: string, overrides: Partial<NewJob> = {}) =>
+      notebookJob(orgId, { maxAttempts: 1, runAt: 0, createdAt: 0, userId: "user_x", ...overrides });
     const claimPriced = async (id: string) => {
       const claimed = await store.claim({
         owner: `inst_${id}`,

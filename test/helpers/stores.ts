@@ -2,9 +2,10 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
+import { newId } from "../../src/domain/ids.ts";
 import { createPostgresStore } from "../../src/store/postgres/index.ts";
 import { createSqliteStore } from "../../src/store/sqlite/index.ts";
-import type { Store } from "../../src/store/store.ts";
+import type { NewJob, Store } from "../../src/store/store.ts";
 
 export const TEST_DATABASE_URL =
   process.env.HANGAR_TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
@@ -69,3 +70,23 @@ export const DIALECTS: DialectUnderTest[] = [
   { name: "sqlite", fixture: sqliteFixture },
   { name: "postgres", fixture: postgresFixture },
 ];
+
+/** A notebook job of `orgId` submitted by `user_a`, with no backoff, to enqueue in store tests. */
+export function notebookJob(orgId: string, overrides: Partial<NewJob> = {}): NewJob {
+  return {
+    id: newId("run"),
+    orgId,
+    kind: "notebook",
+    notebookId: null,
+    spec: {},
+    priority: 0,
+    maxAttempts: 3,
+    backoffMinMs: 0,
+    backoffMaxMs: 0,
+    timeoutMs: 3_600_000,
+    runAt: 1_000,
+    createdAt: 1_000,
+    userId: "user_a",
+    ...overrides,
+  };
+}

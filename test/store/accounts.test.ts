@@ -4,28 +4,11 @@ import { newId } from "../../src/domain/ids.ts";
 import { grantEntry, holdEntry, refundEntry, settleEntry } from "../../src/domain/ledger.ts";
 import { costOfTime } from "../../src/domain/money.ts";
 import type { NewJob, Store } from "../../src/store/store.ts";
-import { DIALECTS, type StoreFixture } from "../helpers/stores.ts";
+import { DIALECTS, notebookJob, type StoreFixture } from "../helpers/stores.ts";
 
 const PRICE_PER_MS = 3_600_000; // 3.6 $/h: 1 µ per millisecond, so costs read as durations.
 
-function newJob(orgId: string, overrides: Partial<NewJob> = {}): NewJob {
-  return {
-    id: newId("run"),
-    orgId,
-    kind: "notebook",
-    notebookId: null,
-    spec: {},
-    priority: 0,
-    maxAttempts: 3,
-    backoffMinMs: 0,
-    backoffMaxMs: 0,
-    timeoutMs: 3_600_000,
-    runAt: 1_000,
-    createdAt: 1_000,
-    userId: "user_a",
-    ...overrides,
-  };
-}
+const newJob = notebookJob;
 
 const compute = (instance: string, share = 1) => ({
   instance_id: instance,
