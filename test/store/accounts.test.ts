@@ -3,7 +3,7 @@ import { after, before, describe, it } from "node:test";
 import { newId } from "../../src/domain/ids.ts";
 import { grantEntry, holdEntry, refundEntry, settleEntry } from "../../src/domain/ledger.ts";
 import { costOfTime } from "../../src/domain/money.ts";
-import type { NewJob, Store } from "../../src/store/store.ts";
+import type { Store } from "../../src/store/store.ts";
 import { DIALECTS, notebookJob, type StoreFixture } from "../helpers/stores.ts";
 
 const PRICE_PER_MS = 3_600_000; // 3.6 $/h: 1 µ per millisecond, so costs read as durations.
