@@ -215,15 +215,17 @@ export function addOfferCommands(program: Command): void {
     .command("instances")
     .description("this org's live instances: provider, GPUs, state, age and what they bill per hour")
     .option("--all", "also those ended in the last 24 h")
-    .option("--json", "print JSON: {instances, live, price_per_hour}")
+    .option("--json", "print JSON: {instances, live, price_per_hour, spend}")
     .action(async (options: { all?: boolean; json?: boolean }) => {
       const answer = await HangarClient.fromEnv().request<{
         instances: InstanceView[];
         live: number;
         price_per_hour: number;
+        spend: { provider: string; recorded_per_hour: number; reported_per_hour: number | null }[];
       }>("GET", `/api/v1/instances${options.all ? "?all=true" : ""}`);
       if (options.json) return print(answer);
-      if (answer.instances.length === 0) return print("no instances");
+      if (answer.instances.length === 0 && answer.spend.every((s) => !s.reported_per_hour))
+        return print("no instances");
       print("INSTANCE                              PROVIDER    STATE         GPUS          PRICE/H   AGE");
       for (const i of answer.instances) {
         const gpus = i.gpus.length === 0 ? "-" : `${i.gpus.length}x ${i.gpus[0]!.name}`;
@@ -233,6 +235,12 @@ export function addOfferCommands(program: Command): void {
         if (i.termination_reason) print(`${"".padEnd(38)}ended: ${i.termination_reason}`);
       }
       print(`${answer.live} live, billing ${price(answer.price_per_hour)}`);
+      for (const s of answer.spend) {
+        const reported = s.reported_per_hour === null ? "unavailable" : price(s.reported_per_hour);
+        print(
+          `  ${s.provider}: ${price(s.recorded_per_hour)} recorded at launch, ${reported} by its own account`,
+        );
+      }
     });
 
   program

@@ -17,6 +17,11 @@ export interface ProviderCapabilities {
    * the next offer tried (RunPod pods can sit provisioning for many minutes).
    */
   readonly bootTimeoutMs: number;
+  /**
+   * `spendPerHour` answers what the account is billed per hour now, as the provider itself reports
+   * it, so the prices recorded at launch can be checked against the bill.
+   */
+  readonly reportsSpend: boolean;
 }
 
 export interface LaunchSpec {
@@ -75,6 +80,8 @@ export interface ComputeProvider extends OfferSource {
   /** Releases the machine but keeps the disk (providers with `stopResume`). */
   stop?(providerInstanceId: string): Promise<void>;
   resume?(providerInstanceId: string): Promise<void>;
+  /** The account's current spend per hour as the provider reports it (providers with `reportsSpend`). */
+  spendPerHour?(): Promise<number>;
   /** The server is stopping: a provider whose market lives in this process (sim) ends its instances. */
   close?(): Promise<void>;
   /** Called when an instance ends for any reason; local processes report their own exits. */

@@ -101,14 +101,25 @@ describe("GPU work on an emulated cloud, through the real clients, agent and obj
       instances: { provider: string; provider_instance_id: string; state: string; price_per_hour: number }[];
       live: number;
       price_per_hour: number;
+      spend: { provider: string; recorded_per_hour: number; reported_per_hour: number | null }[];
     };
     assert.deepEqual(
       listed.instances.map((i) => [i.provider, i.provider_instance_id, i.state, i.price_per_hour]),
       [["runpod", pod.id, "idle", pod.costPerHr]],
     );
     assert.deepEqual([listed.live, listed.price_per_hour], [1, pod.costPerHr]);
+    // RunPod's own account figure (currentSpendPerHr) beside the price recorded at launch.
+    assert.deepEqual(listed.spend, [
+      { provider: "runpod", recorded_per_hour: pod.costPerHr, reported_per_hour: pod.costPerHr },
+    ]);
     const table = (await cli(server, ["instances"])).stdout;
     assert.match(table, new RegExp(`1 live, billing \\$${pod.costPerHr.toFixed(3)}/h`));
+    assert.match(
+      table,
+      new RegExp(
+        `runpod: \\$${pod.costPerHr.toFixed(3)}/h recorded at launch, \\$${pod.costPerHr.toFixed(3)}/h by its own account`,
+      ),
+    );
   });
 
   it('runs a notebook with --gpu "RTX 4090" on Vast.ai: the cheapest ask rented, its container runs the agent', async (t) => {

@@ -363,7 +363,13 @@ export async function startRunPodEmulator(
       id: "user_emulated",
       email: "lab@example.org",
       clientBalance: 435.85,
-      currentSpendPerHr: 0.001,
+      // What running pods cost together, as RunPod's account page sums it.
+      currentSpendPerHr:
+        Math.round(
+          [...pods.values()]
+            .filter((p) => p.desiredStatus === "RUNNING")
+            .reduce((sum, p) => sum + p.costPerHr, 0) * 1000,
+        ) / 1000,
       spendLimit: 180,
       pods: [...pods.values()].filter((p) => p.desiredStatus !== "TERMINATED").map(view),
     }),

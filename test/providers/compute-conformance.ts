@@ -85,6 +85,10 @@ export function runComputeConformance(name: string, open: () => Promise<ComputeH
       const first = await provider.describe(result.providerInstanceId);
       assert.ok(["booting", "running"].includes(first), `just launched: ${first}`);
       await eventually(provider, result.providerInstanceId, ["running"]);
+      if (provider.capabilities.reportsSpend) {
+        // The account holds only this suite's instance: its bill is the price reported at launch.
+        assert.equal(await provider.spendPerHour!(), result.pricePerHour);
+      }
 
       const listed = await provider.list({ [DEPLOYMENT_LABEL]: mine });
       assert.deepEqual(

@@ -52,6 +52,7 @@ export class LocalProvider implements ComputeProvider {
       launchesOffers: false,
       stopResume: false,
       bootTimeoutMs: 120_000,
+      reportsSpend: false,
     };
   }
 

@@ -139,6 +139,13 @@ export class RunPodClient {
     }
   }
 
+  async currentSpendPerHour(): Promise<number> {
+    const data = await this.query<{ myself: { currentSpendPerHr: number | null } | null }>(
+      "query Spend { myself { currentSpendPerHr } }",
+    );
+    return data.myself?.currentSpendPerHr ?? 0;
+  }
+
   async myPods(): Promise<RunPodPod[]> {
     const data = await this.query<{ myself: { pods: RunPodPod[] } | null }>(
       `query Pods { myself { pods { ${POD_FIELDS} } } }`,

@@ -27,6 +27,7 @@ export class RunPodProvider implements ComputeProvider {
     stopResume: true,
     // Pods are known to sit provisioning for many minutes before RunPod gives up on a host.
     bootTimeoutMs: 20 * 60_000,
+    reportsSpend: true,
   };
   readonly maxInstances: number;
   readonly #client: RunPodClient;
@@ -83,6 +84,11 @@ export class RunPodProvider implements ComputeProvider {
       .filter((pod) => pod.desiredStatus !== "TERMINATED")
       .map((pod) => ({ providerInstanceId: pod.id, labels: labelsFromEnv(pod.env ?? []) }))
       .filter((pod) => hasLabels(pod.labels, labels));
+  }
+
+  /** RunPod's own figure for the account: `myself { currentSpendPerHr }`. */
+  spendPerHour(): Promise<number> {
+    return this.#client.currentSpendPerHour();
   }
 
   terminate(providerInstanceId: string): Promise<void> {

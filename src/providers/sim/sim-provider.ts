@@ -67,6 +67,7 @@ export class SimProvider implements ComputeProvider {
       launchesOffers: true,
       stopResume: false,
       bootTimeoutMs: options.bootTimeoutMs ?? (10 * 60_000) / options.market.behaviour.timeScale,
+      reportsSpend: false,
     };
   }
 

@@ -48,6 +48,8 @@ export class TensorDockProvider implements ComputeProvider {
     stopResume: true,
     // A VM boots an OS, then cloud-init installs and starts the agent.
     bootTimeoutMs: 10 * 60_000,
+    // TensorDock's v2 API has no documented spend or billing endpoint.
+    reportsSpend: false,
   };
   readonly maxInstances: number;
   readonly #client: TensorDockClient;

@@ -57,6 +57,7 @@ export class VastProvider implements ComputeProvider {
     stopResume: true,
     // An image pull on a marketplace host with a slow link takes minutes.
     bootTimeoutMs: 10 * 60_000,
+    reportsSpend: true,
   };
   readonly maxInstances: number;
   readonly #client: VastClient;
@@ -133,6 +134,16 @@ export class VastProvider implements ComputeProvider {
     return instances
       .map((instance) => ({ providerInstanceId: String(instance.id), labels: decodeLabels(instance.label) }))
       .filter((instance) => hasLabels(instance.labels, labels));
+  }
+
+  /**
+   * Vast reports no account total; what it bills now is the sum of the account's running instances'
+   * own `dph_total` (stopped ones bill only storage, left out here).
+   */
+  async spendPerHour(): Promise<number> {
+    const instances = await this.#client.listInstances();
+    const running = instances.filter((instance) => instance.actual_status === "running");
+    return running.reduce((sum, instance) => sum + instance.dph_total, 0);
   }
 
   async terminate(providerInstanceId: string): Promise<void> {

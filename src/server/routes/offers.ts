@@ -71,11 +71,29 @@ export function offerRoutes(app: FastifyInstance, ctx: AppContext) {
         ...(request.query.all ? { since: now - 86_400_000 } : { states: LIVE_STATES }),
       });
       const live = instances.filter((i) => i.state !== "terminated");
+      const perHour = (of: typeof live) =>
+        Math.round(of.reduce((sum, i) => sum + (i.pricePerHour ?? 0), 0) * 1e4) / 1e4;
       return {
         instances: instances.map((instance) => computeInstanceView(instance, now)),
         live: live.length,
         // What the live instances bill together, as their providers reported it at launch.
-        price_per_hour: Math.round(live.reduce((sum, i) => sum + (i.pricePerHour ?? 0), 0) * 1e4) / 1e4,
+        price_per_hour: perHour(live),
+        // The deployment's org pays the clouds: beside each, what the provider itself says it bills now.
+        spend:
+          request.orgId === ctx.defaultOrgId
+            ? await Promise.all(
+                ctx.providers
+                  .filter((provider) => provider.capabilities.reportsSpend)
+                  .map(async (provider) => ({
+                    provider: provider.name,
+                    recorded_per_hour: perHour(live.filter((i) => i.provider === provider.name)),
+                    reported_per_hour: await provider.spendPerHour!().then(
+                      (spend) => Math.round(spend * 1e4) / 1e4,
+                      () => null,
+                    ),
+                  })),
+              )
+            : [],
       };
     },
   );
