@@ -133,7 +133,7 @@ export function addAccountCommands(program: Command): void {
       if (options.json) return print({ ...view, members: members.members });
       print(`${view.id}  ${view.name}`);
       print(
-        `  default priority ${view.default_priority}; max running jobs ${view.max_running_jobs ?? "unlimited"}; max GPUs ${view.max_gpus ?? "unlimited"}`,
+        `  default priority ${view.default_priority}; max running jobs ${view.max_running_jobs ?? "unlimited"}; max GPUs ${view.max_gpus ?? "unlimited"}; max instances ${view.max_instances ?? "unlimited"}`,
       );
       for (const m of members.members) print(`  ${m.user_id}  ${m.role.padEnd(7)}  ${m.email}`);
     });
@@ -198,12 +198,14 @@ export function addAccountCommands(program: Command): void {
     .option("--default-priority <n>", "priority of work that names none", integer)
     .option("--max-running-jobs <n>", "most jobs running at once", integer)
     .option("--max-gpus <n>", "most GPUs held at once", integer)
+    .option("--max-instances <n>", "most instances its jobs occupy at once", integer)
     .option("--org <id>")
     .action(
       async (options: {
         defaultPriority?: number;
         maxRunningJobs?: number;
         maxGpus?: number;
+        maxInstances?: number;
         org?: string;
       }) => {
         const client = HangarClient.fromEnv();
@@ -214,6 +216,7 @@ export function addAccountCommands(program: Command): void {
             ? { max_running_jobs: limit(options.maxRunningJobs) }
             : {}),
           ...(options.maxGpus !== undefined ? { max_gpus: limit(options.maxGpus) } : {}),
+          ...(options.maxInstances !== undefined ? { max_instances: limit(options.maxInstances) } : {}),
         });
         print(view);
       },

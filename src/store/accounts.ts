@@ -12,6 +12,8 @@ export interface OrgRecord {
   maxRunningJobs: number | null;
   /** Most GPUs its running jobs hold at once; null: no limit. */
   maxGpus: number | null;
+  /** Most instances its running jobs occupy at once; null: no limit. */
+  maxInstances: number | null;
 }
 
 export interface UserRecord {
@@ -71,7 +73,7 @@ export interface KeyPrincipal {
   platformAdmin: boolean;
 }
 
-export type OrgLimits = Pick<OrgRecord, "defaultPriority" | "maxRunningJobs" | "maxGpus">;
+export type OrgLimits = Pick<OrgRecord, "defaultPriority" | "maxRunningJobs" | "maxGpus" | "maxInstances">;
 
 /** Identity: users, orgs, memberships, API keys, sessions and invitations. Secrets only as hashes. */
 export interface AccountStore {

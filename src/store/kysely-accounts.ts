@@ -21,6 +21,7 @@ const toOrg = (row: Selectable<Database["orgs"]>): OrgRecord => ({
   defaultPriority: row.default_priority,
   maxRunningJobs: row.max_running_jobs,
   maxGpus: row.max_gpus,
+  maxInstances: row.max_instances,
 });
 
 const toUser = (row: Selectable<Database["users"]>): UserRecord => ({
@@ -99,6 +100,7 @@ export class KyselyAccounts implements AccountStore {
         ...(limits.defaultPriority !== undefined ? { default_priority: limits.defaultPriority } : {}),
         ...(limits.maxRunningJobs !== undefined ? { max_running_jobs: limits.maxRunningJobs } : {}),
         ...(limits.maxGpus !== undefined ? { max_gpus: limits.maxGpus } : {}),
+        ...(limits.maxInstances !== undefined ? { max_instances: limits.maxInstances } : {}),
       })
       .where("id", "=", id)
       .returningAll()

@@ -431,7 +431,13 @@ export class KyselyStore implements Store {
     const row = await this.#db
       .selectFrom("orgs")
       .select("id")
-      .where((eb) => eb.or([eb("max_running_jobs", "is not", null), eb("max_gpus", "is not", null)]))
+      .where((eb) =>
+        eb.or([
+          eb("max_running_jobs", "is not", null),
+          eb("max_gpus", "is not", null),
+          eb("max_instances", "is not", null),
+        ]),
+      )
       .limit(1)
       .executeTakeFirst();
     return row !== undefined;
@@ -1452,7 +1458,7 @@ function toDataset(row: Selectable<Database["datasets"]>): DatasetRecord {
 interface OrgShares {
   orgs: number;
   running: Map<string, number>;
-  /** Orgs at their running-jobs limit. */
+  /** Orgs at their running-jobs or instances limit. */
   full: string[];
   /** Jobs an org with a limit may still start. */
   jobRoom: Map<string, number>;
@@ -1467,11 +1473,15 @@ async function orgShares(db: Kysely<Database>): Promise<OrgShares> {
       "org_id",
       (eb) => eb.fn.countAll<number>().as("jobs"),
       (eb) => eb.fn.sum<number>("gpu_count").as("gpus"),
+      (eb) => eb.fn.count<number>("lease_owner").distinct().as("instances"),
     ])
     .where("status", "=", "running")
     .groupBy("org_id")
     .execute();
-  const orgs = await db.selectFrom("orgs").select(["id", "max_running_jobs", "max_gpus"]).execute();
+  const orgs = await db
+    .selectFrom("orgs")
+    .select(["id", "max_running_jobs", "max_gpus", "max_instances"])
+    .execute();
   const running = new Map(counts.map((row) => [row.org_id, Number(row.jobs)]));
   const gpus = new Map(counts.map((row) => [row.org_id, Number(row.gpus ?? 0)]));
   const jobRoom = new Map<string, number>();
@@ -1482,7 +1492,18 @@ async function orgShares(db: Kysely<Database>): Promise<OrgShares> {
     }
     if (org.max_gpus !== null) gpuRoom.set(org.id, Math.max(0, org.max_gpus - (gpus.get(org.id) ?? 0)));
   }
-  const full = [...jobRoom].filter(([, room]) => room <= 0).map(([id]) => id);
+  // An instance asking for work holds none (agents run one unit at a time), so any claim for an org
+  // at its instance limit would occupy one instance more.
+  const instances = new Map(counts.map((row) => [row.org_id, Number(row.instances)]));
+  const atInstanceLimit = orgs.filter(
+    (org) => org.max_instances !== null && (instances.get(org.id) ?? 0) >= org.max_instances,
+  );
+  const full = [
+    ...new Set([
+      ...[...jobRoom].filter(([, room]) => room <= 0).map(([id]) => id),
+      ...atInstanceLimit.map((org) => org.id),
+    ]),
+  ];
   return { orgs: orgs.length, running, full, jobRoom, gpuRoom };
 }
 

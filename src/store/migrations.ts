@@ -295,6 +295,7 @@ const migrations: Record<string, Migration> = {
         .execute();
       await db.schema.alterTable("orgs").addColumn("max_running_jobs", "integer").execute();
       await db.schema.alterTable("orgs").addColumn("max_gpus", "integer").execute();
+      await db.schema.alterTable("orgs").addColumn("max_instances", "integer").execute();
       await db.schema.alterTable("jobs").addColumn("user_id", "text").execute();
       await db.schema.alterTable("batches").addColumn("user_id", "text").execute();
       // Fair share and concurrency limits count each org's running jobs.

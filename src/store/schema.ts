@@ -9,6 +9,7 @@ export interface Database {
     default_priority: Generated<number>;
     max_running_jobs: number | null;
     max_gpus: number | null;
+    max_instances: number | null;
   };
   users: {
     id: string;

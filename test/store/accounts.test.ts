@@ -172,12 +172,15 @@ for (const dialect of DIALECTS) {
         store.finish(lease, { status: "succeeded" }, 12_400),
       ]);
       assert.equal([first, second].filter(Boolean).length, 1);
+      // Whichever delivery came first ended the attempt; the other changed nothing.
+      const endedAt = first ? 12_345 : 12_400;
+      const cost = endedAt - 10_000;
       const usage = await store.ledger.usageOfJob(org, job.id);
       assert.deepEqual(
         usage.map((u) => [u.attempt, u.startedAt, u.endedAt, u.costMicro, u.instanceId, u.userId]),
-        [[1, 10_000, 12_345, 2_345, "inst_1", "user_a"]],
+        [[1, 10_000, endedAt, cost, "inst_1", "user_a"]],
       );
-      assert.equal(await store.ledger.heldFor(org, job.id), 50_000 - 2_345);
+      assert.equal(await store.ledger.heldFor(org, job.id), 50_000 - cost);
       const [open] = (await store.ledger.openHolds(1000)).filter((h) => h.orgId === org);
       assert.equal(open?.subject, job.id);
       await store.ledger.post(
@@ -187,12 +190,12 @@ for (const dialect of DIALECTS) {
       assert.equal((await store.ledger.openHolds(1000)).filter((h) => h.orgId === org).length, 0);
       assert.deepEqual(await store.ledger.balances(org), {
         external: -100_000_000,
-        available: 100_000_000 - 2_345,
+        available: 100_000_000 - cost,
         held: 0,
-        spent: 2_345,
+        spent: cost,
       });
       const byUser = await store.ledger.usage({ orgId: org, from: 0, to: 100_000, groupBy: "user" });
-      assert.deepEqual(byUser, [{ group: "user_a", attempts: 1, busyMs: 2_345, costMicro: 2_345 }]);
+      assert.deepEqual(byUser, [{ group: "user_a", attempts: 1, busyMs: cost, costMicro: cost }]);
       const byDay = await store.ledger.usage({ orgId: org, from: 0, to: 100_000, groupBy: "day" });
       assert.equal(byDay[0]?.group, "1970-01-01");
     });
@@ -303,6 +306,13 @@ for (const dialect of DIALECTS) {
         ).length,
         0,
       );
+      // Its running jobs sit on one instance (`owner`): an instance limit of 1 keeps it off any other.
+      await store.accounts.setOrgLimits(heavy, { maxRunningJobs: null, maxInstances: 1 });
+      const elsewhere = { owner: "another_instance", limit: 1, leaseMs: 60_000, now: 2_000 };
+      assert.equal((await store.claim(elsewhere)).length, 0);
+      await store.accounts.setOrgLimits(heavy, { maxInstances: 2 });
+      assert.equal((await store.claim(elsewhere))[0]?.orgId, heavy);
+      await store.releaseHeldBy("another_instance", 3_000);
       await store.releaseHeldBy(owner, 3_000);
       await store.requestCancelOf(
         heavy,

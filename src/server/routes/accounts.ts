@@ -58,6 +58,7 @@ const orgView = (org: OrgRecord) => ({
   default_priority: org.defaultPriority,
   max_running_jobs: org.maxRunningJobs,
   max_gpus: org.maxGpus,
+  max_instances: org.maxInstances,
 });
 
 const keyView = (key: ApiKeyRecord) => ({
@@ -219,6 +220,7 @@ export function accountRoutes(api: FastifyInstance, ctx: AppContext): void {
             default_priority: Type.Optional(Type.Integer({ minimum: -1000, maximum: 1000 })),
             max_running_jobs: Type.Optional(Limit),
             max_gpus: Type.Optional(Limit),
+            max_instances: Type.Optional(Limit),
           },
           { additionalProperties: false },
         ),
@@ -231,6 +233,7 @@ export function accountRoutes(api: FastifyInstance, ctx: AppContext): void {
         ...(body.default_priority !== undefined ? { defaultPriority: body.default_priority } : {}),
         ...(body.max_running_jobs !== undefined ? { maxRunningJobs: body.max_running_jobs } : {}),
         ...(body.max_gpus !== undefined ? { maxGpus: body.max_gpus } : {}),
+        ...(body.max_instances !== undefined ? { maxInstances: body.max_instances } : {}),
       });
       if (!org) throw notFound("org_not_found", `No organization ${request.params.id}`);
       return orgView(org);
