@@ -41,12 +41,6 @@ export async function estimate(ctx: AppContext, needs: Needs, instanceSeconds: n
   return { ...price, amountMicro: costOfTime(price.pricePerHourMicro, instanceSeconds * 1000) };
 }
 
-export const estimateView = (estimate: Estimate) => ({
-  amount: formatMicro(estimate.amountMicro),
-  price_per_hour: formatMicro(estimate.pricePerHourMicro),
-  basis: estimate.basis,
-});
-
 /**
  * Refuses work that a budget or the balance cannot carry (402 with the figures), otherwise sets its
  * estimate aside under `subject` (the run or batch id the work will have).
@@ -58,10 +52,11 @@ export async function holdCredits(
   estimate: Estimate,
 ): Promise<void> {
   await refuseOverBudget(ctx, principal);
-  if (estimate.amountMicro <= 0) return;
-  const hold = holdEntry(principal.orgId, subject, estimate.amountMicro, principal.userId);
-  if (!creditsChecked(ctx, principal.orgId)) {
-    // Still held, so the run's charges settle the same way; the balance may go below zero.
+  // Even a hold of 0 is written: the work may still be charged (it ran where it cost more than
+  // estimated), and the hold is what its charges are settled against.
+  const hold = holdEntry(principal.orgId, subject, Math.max(0, estimate.amountMicro), principal.userId);
+  if (hold.amount === 0 || !creditsChecked(ctx, principal.orgId)) {
+    // Exempt orgs are held too, so their charges settle the same way; their balance may go below zero.
     await ctx.store.ledger.post([hold], ctx.now());
     return;
   }

@@ -58,14 +58,19 @@ export async function ensureAdmin(ctx: AppContext): Promise<void> {
   const { accounts } = ctx.store;
   const now = ctx.now();
   if (!(await accounts.getUser(ADMIN_USER_ID))) {
-    await accounts.insertUser({
-      id: ADMIN_USER_ID,
-      email: ctx.config.adminEmail,
-      name: "admin",
-      platformAdmin: true,
-      createdAt: now,
-      passwordHash: null,
-    });
+    await accounts
+      .insertUser({
+        id: ADMIN_USER_ID,
+        email: ctx.config.adminEmail,
+        name: "admin",
+        platformAdmin: true,
+        createdAt: now,
+        passwordHash: null,
+      })
+      .catch(async (error: unknown) => {
+        // Replicas starting together: another one made it first.
+        if (!(await accounts.getUser(ADMIN_USER_ID))) throw error;
+      });
   }
   if (ctx.config.adminPassword) {
     const admin = await accounts.findUserByEmail(ctx.config.adminEmail);

@@ -104,6 +104,25 @@ for (const dialect of DIALECTS) {
       });
     });
 
+    it("settles work estimated at nothing that still cost something from the available balance", async () => {
+      const org = await newOrg();
+      await store.ledger.post([grantEntry(org, "g", 10_000, null)], clock);
+      const run = await store.enqueue(job(org));
+      await holdCredits(ctx, principal(org), run.id, { amountMicro: 0, pricePerHourMicro: 0, basis: "none" });
+      const claimed = await claimPriced(run.id);
+      clock += 700;
+      await store.finish({ jobId: run.id, leaseToken: claimed.leaseToken! }, { status: "succeeded" }, clock);
+      await billingPass(ctx);
+      assert.deepEqual(await store.ledger.balances(org), {
+        external: -10_000,
+        available: 9_300,
+        held: 0,
+        spent: 700,
+      });
+      const overrun = (await store.ledger.listEntries(org, 10)).find((e) => e.key === `overrun:${run.id}`);
+      assert.equal(overrun?.amount, 700);
+    });
+
     it("refuses a hold the balance cannot cover with the figures, and never holds for the deployment's own org", async () => {
       const org = await newOrg();
       await store.ledger.post([grantEntry(org, "g", 500, null)], clock);
