@@ -154,9 +154,10 @@ export interface RaceMember {
 }
 
 /**
- * The race's outcome so far: the member whose agent registered first wins; every other member still
- * up and not already working loses and is ended at once, and what they cost is the race's waste
- * (billed seconds × price). A member that took a job meanwhile keeps it: ending it would waste the work.
+ * The race's outcome so far: the member that took the work wins, else the one whose agent registered
+ * first (a later one can be first to ask for work); every other member still up and not working
+ * loses and is ended at once, and what they cost is the race's waste (billed seconds × price). A
+ * member that took a job meanwhile keeps it: ending it would waste the work.
  */
 export function settleRace(
   members: readonly RaceMember[],
@@ -164,7 +165,7 @@ export function settleRace(
 ): { winner: string; losers: string[]; wasteUsd: number } | null {
   const registered = members
     .filter((m) => m.registeredAt !== null && !m.ended)
-    .sort((a, b) => a.registeredAt! - b.registeredAt!);
+    .sort((a, b) => Number(b.busy) - Number(a.busy) || a.registeredAt! - b.registeredAt!);
   const winner = registered[0];
   if (!winner) return null;
   const losers = members.filter((m) => m !== winner && !m.ended && !m.busy);

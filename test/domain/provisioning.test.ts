@@ -183,7 +183,13 @@ describe("provisioning strategies", () => {
       `2 × 10 min at $0.36/h is $0.12, got ${settled?.wasteUsd}`,
     );
     const working = settleRace([member("a", 10_000), member("b", 20_000, "busy")], 600_000);
-    assert.deepEqual(working?.losers, [], "a member that already took a job keeps it");
+    assert.equal(working?.winner, "b", "the one that took the work wins, though it registered second");
+    assert.deepEqual(working?.losers, ["a"], "the idle first one is ended");
+    const both = settleRace(
+      [member("a", 10_000, "busy"), member("b", 20_000, "busy"), member("c", 5_000)],
+      600_000,
+    );
+    assert.deepEqual([both?.winner, both?.losers], ["a", ["c"]], "a member that already took a job keeps it");
   });
 
   it("warm pools are read as TYPE:MIN[:MAX[:IDLE_S]] and keep their minimum up", () => {

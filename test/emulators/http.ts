@@ -40,7 +40,7 @@ export interface EmulatedRequest {
   body: string;
 }
 
-export type Reply = (status: number, body: unknown) => void;
+export type Reply = (status: number, body: unknown, contentType?: string) => void;
 
 /**
  * An HTTP server on a free loopback port that answers queued faults first, then `handle`.
@@ -56,9 +56,9 @@ export async function startEmulatorServer(
       for await (const chunk of request) chunks.push(chunk as Buffer);
       if (faults.serve(response)) return;
       const url = new URL(request.url ?? "/", "http://emulator");
-      const reply: Reply = (status, body) => {
-        response.writeHead(status, { "content-type": "application/json" });
-        response.end(JSON.stringify(body));
+      const reply: Reply = (status, body, contentType = "application/json") => {
+        response.writeHead(status, status === 204 ? {} : { "content-type": contentType });
+        response.end(status === 204 ? undefined : JSON.stringify(body));
       };
       await handle(
         {

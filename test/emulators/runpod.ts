@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { buildSchema, graphql } from "graphql";
 import type { RunPodGpuType } from "../../src/providers/runpod/runpod-client.ts";
 import { InstanceHost } from "../../src/providers/sim/instance-host.ts";
-import { FaultQueue, startEmulatorServer } from "./http.ts";
+import { type EmulatedRequest, FaultQueue, type Reply, startEmulatorServer } from "./http.ts";
 
 /**
  * RunPod's GraphQL API as ../shared/reference/providers.md describes it: bearer key or `?api_key=`,
@@ -188,11 +188,16 @@ export interface EmulatedPod {
   podType: "RESERVED" | "INTERRUPTABLE";
   /** Null until the container is up, as RunPod answers. */
   runtime: { uptimeInSeconds: number } | null;
+  /** The container could not start: REST v2 says ERROR, GraphQL still RUNNING with no runtime. */
+  failed: boolean;
   lastStatusChange: string;
 }
 
 export interface RunPodEmulator {
+  /** GraphQL. */
   url: string;
+  /** REST v2, on the same host as RunPod serves it (`…/v2`). */
+  restUrl: string;
   apiKey: string;
   catalog: EmulatedGpuType[];
   faults: FaultQueue;
@@ -210,6 +215,8 @@ export interface RunPodEmulator {
   refuseNextLaunch(): void;
   /** The next pod never starts its container: it stays RUNNING with a null runtime (stuck provisioning). */
   stickNextBoot(): void;
+  /** The next pod's container fails to start: REST v2 shows it ERROR. */
+  failNextBoot(): void;
   /** RunPod takes a spot pod back: its container stops and the pod shows EXITED. */
   preempt(podId: string): Promise<void>;
   close(): Promise<void>;
@@ -235,6 +242,7 @@ export async function startRunPodEmulator(
   let caller: string | null = null;
   let refuseNext = false;
   let stickNext = false;
+  let failNext = false;
   let graphqlUrl = "";
   let podCount = 0;
 
@@ -246,7 +254,7 @@ export async function startRunPodEmulator(
   /** The container starts after the boot delay, with what RunPod sets inside every pod. */
   const bootLater = (pod: EmulatedPod, stuck: boolean) => {
     setTimeout(() => {
-      if (stuck || pod.desiredStatus !== "RUNNING" || host.isRunning(pod.id)) return;
+      if (stuck || pod.failed || pod.desiredStatus !== "RUNNING" || host.isRunning(pod.id)) return;
       pod.runtime = { uptimeInSeconds: 0 };
       host.boot(pod.id, pod.dockerArgs, {
         ...pod.env,
@@ -301,11 +309,13 @@ export async function startRunPodEmulator(
       machineId: `m-${type.displayName.replaceAll(" ", "").toLowerCase()}-${podCount % 3}`,
       podType: spot ? "INTERRUPTABLE" : "RESERVED",
       runtime: null,
+      failed: failNext,
       lastStatusChange: `Rented by User: ${new Date().toUTCString()}`,
     };
     pods.set(id, pod);
     bootLater(pod, stickNext);
     stickNext = false;
+    failNext = false;
     return view(pod);
   };
 
@@ -375,7 +385,96 @@ export async function startRunPodEmulator(
     }),
   };
 
+  /** REST v2's view of a pod (the schema's fields Hangar and the docs' examples use). */
+  const restView = (pod: EmulatedPod) => {
+    const status =
+      pod.desiredStatus === "TERMINATED"
+        ? "TERMINATED"
+        : pod.desiredStatus === "EXITED"
+          ? "EXITED"
+          : pod.failed
+            ? "ERROR"
+            : pod.runtime
+              ? "RUNNING"
+              : "STARTING";
+    return {
+      id: pod.id,
+      name: pod.name,
+      image: pod.imageName,
+      args: pod.dockerArgs,
+      env: pod.env,
+      status,
+      actions:
+        status === "EXITED"
+          ? ["start", "terminate"]
+          : status === "TERMINATED"
+            ? []
+            : ["stop", "restart", "terminate"],
+      gpu: { id: pod.gpuTypeId, count: pod.gpuCount },
+      cloud: "SECURE",
+      cost: status === "EXITED" || status === "TERMINATED" ? 0 : pod.costPerHr,
+      locked: false,
+      runtime: status === "RUNNING" ? { uptime: pod.runtime?.uptimeInSeconds ?? 0 } : null,
+      createdAt: new Date().toISOString(),
+      startedAt: null,
+    };
+  };
+  /** RFC 9457 problem details, as REST v2 reports every error. */
+  const problem = (reply: Reply, status: number, title: string, detail: string) =>
+    reply(status, { title, status, detail }, "application/problem+json");
+  const rest = async (request: EmulatedRequest, reply: Reply) => {
+    const path = request.url.pathname.replace(/^\/v2/, "");
+    const podKeyFor = podKeys.get(request.key ?? "");
+    if (request.key !== apiKey && !podKeyFor) return problem(reply, 401, "Unauthorized", "invalid API key");
+    if (request.method === "GET" && path === "/pods") {
+      const visible = [...pods.values()].filter((p) => p.desiredStatus !== "TERMINATED");
+      return reply(200, { pods: visible.filter((p) => !podKeyFor || p.id === podKeyFor).map(restView) });
+    }
+    const match = /^\/pods\/([^/]+)(\/action)?$/.exec(path);
+    const pod = match ? pods.get(decodeURIComponent(match[1]!)) : undefined;
+    if (!match) return problem(reply, 404, "Not Found", `no route ${request.method} ${request.url.pathname}`);
+    if (!pod || pod.desiredStatus === "TERMINATED") return problem(reply, 404, "Not Found", "pod not found");
+    if (podKeyFor && podKeyFor !== pod.id)
+      return problem(reply, 403, "Forbidden", "this key cannot act on that pod");
+    if (request.method === "GET" && !match[2]) return reply(200, restView(pod));
+    const action =
+      request.method === "DELETE" && !match[2]
+        ? "terminate"
+        : (JSON.parse(request.body || "{}") as { action?: string }).action;
+    if (request.method !== "DELETE" && !(request.method === "POST" && match[2])) {
+      return problem(reply, 405, "Method Not Allowed", `${request.method} is not allowed here`);
+    }
+    if (!restView(pod).actions.includes(action ?? "")) {
+      return problem(
+        reply,
+        409,
+        "Conflict",
+        `action ${action} is not valid for a pod that is ${restView(pod).status}`,
+      );
+    }
+    if (action === "terminate") {
+      pod.desiredStatus = "TERMINATED";
+      pod.runtime = null;
+      await host.halt(pod.id);
+      return reply(204, null);
+    }
+    if (action === "stop") {
+      pod.desiredStatus = "EXITED";
+      pod.runtime = null;
+      await host.halt(pod.id);
+    } else {
+      pod.desiredStatus = "RUNNING";
+      pod.failed = false;
+      bootLater(pod, false);
+    }
+    return reply(200, restView(pod));
+  };
+
   const server = await startEmulatorServer(faults, async (request, reply) => {
+    if (request.url.pathname.startsWith("/v2/")) {
+      requests.push(`${request.method} ${request.url.pathname}`);
+      return rest(request, reply);
+    }
     let parsed: { query?: string; variables?: Record<string, unknown> };
     try {
       parsed = JSON.parse(request.body);
@@ -409,6 +508,7 @@ export async function startRunPodEmulator(
   graphqlUrl = `${server.origin}/graphql`;
   return {
     url: graphqlUrl,
+    restUrl: `${server.origin}/v2`,
     apiKey,
     catalog,
     faults,
@@ -429,6 +529,7 @@ export async function startRunPodEmulator(
         machineId: "m-added",
         podType: "RESERVED",
         runtime: { uptimeInSeconds: 1 },
+        failed: false,
         lastStatusChange: "",
       });
       return { podKey: podKeyOf(podId) };
@@ -439,6 +540,9 @@ export async function startRunPodEmulator(
     },
     stickNextBoot: () => {
       stickNext = true;
+    },
+    failNextBoot: () => {
+      failNext = true;
     },
     preempt: async (podId) => {
       const pod = pods.get(podId);

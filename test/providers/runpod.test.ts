@@ -4,15 +4,21 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ProviderApiError } from "../../src/providers/http.ts";
-import { RunPodClient, RunPodProvider } from "../../src/providers/runpod/index.ts";
+import { RunPodClient, RunPodProvider, RunPodRestClient } from "../../src/providers/runpod/index.ts";
 import { type RunPodEmulator, startRunPodEmulator } from "../emulators/runpod.ts";
 import { runComputeConformance } from "./compute-conformance.ts";
 import { FAST_RETRY, runOfferSourceConformance } from "./offer-conformance.ts";
 
+/** The provider as the server builds it: GraphQL and REST v2 clients on the emulator. */
+const providerOn = (emulator: RunPodEmulator) =>
+  new RunPodProvider({
+    graphql: new RunPodClient({ apiKey: emulator.apiKey, graphqlUrl: emulator.url, retry: FAST_RETRY }),
+    rest: new RunPodRestClient({ apiKey: emulator.apiKey, restUrl: emulator.restUrl, retry: FAST_RETRY }),
+  });
+
 runOfferSourceConformance("runpod (emulator)", async () => {
   const emulator = await startRunPodEmulator();
-  const client = new RunPodClient({ apiKey: emulator.apiKey, graphqlUrl: emulator.url, retry: FAST_RETRY });
-  return { source: new RunPodProvider(client), close: () => emulator.close() };
+  return { source: providerOn(emulator), close: () => emulator.close() };
 });
 
 describe("RunPod client and offers against the emulator", () => {
@@ -25,7 +31,7 @@ describe("RunPod client and offers against the emulator", () => {
   after(() => emulator.close());
 
   it("offers community and secure, on-demand and spot, priced for the whole machine; none out of stock", async () => {
-    const offers = await new RunPodProvider(client).offers({ minGpus: 2 });
+    const offers = await providerOn(emulator).offers({ minGpus: 2 });
     assert.deepEqual(
       offers.map((o) => [o.id, o.gpu, o.gpuCount, o.spot, o.pricePerHour]).sort(),
       [
@@ -43,7 +49,7 @@ describe("RunPod client and offers against the emulator", () => {
   });
 
   it("does not offer a count beyond the type's maximum", async () => {
-    const offers = await new RunPodProvider(client).offers({ minGpus: 16 });
+    const offers = await providerOn(emulator).offers({ minGpus: 16 });
     assert.deepEqual(offers, []);
   });
 
@@ -104,8 +110,7 @@ describe("RunPod client and offers against the emulator", () => {
 
 runComputeConformance("runpod (emulator)", async () => {
   const emulator = await startRunPodEmulator();
-  const client = new RunPodClient({ apiKey: emulator.apiKey, graphqlUrl: emulator.url, retry: FAST_RETRY });
-  const provider = new RunPodProvider(client);
+  const provider = providerOn(emulator);
   return {
     provider,
     offer: async () =>
@@ -122,9 +127,7 @@ describe("RunPod pods against the emulator", () => {
   let provider: RunPodProvider;
   before(async () => {
     emulator = await startRunPodEmulator();
-    provider = new RunPodProvider(
-      new RunPodClient({ apiKey: emulator.apiKey, graphqlUrl: emulator.url, retry: FAST_RETRY }),
-    );
+    provider = providerOn(emulator);
   });
   after(() => emulator.close());
 
@@ -187,6 +190,44 @@ describe("RunPod pods against the emulator", () => {
     await emulator.preempt(spot.providerInstanceId);
     assert.equal(await provider.describe(spot.providerInstanceId), "preempted");
     await provider.terminate(spot.providerInstanceId);
+  });
+
+  it("sees a container that cannot start as failed at once (REST v2 ERROR), and terminates through REST idempotently", async () => {
+    emulator.failNextBoot();
+    const broken = await provider.launch(
+      await spec("inst_broken", "NVIDIA GeForce RTX 4090:COMMUNITY", "sleep 600"),
+    );
+    assert.equal(await provider.describe(broken.providerInstanceId), "failed");
+    await provider.terminate(broken.providerInstanceId);
+    await provider.terminate(broken.providerInstanceId);
+    assert.equal(await provider.describe(broken.providerInstanceId), "gone");
+    assert.ok(emulator.requests.includes(`DELETE /v2/pods/${broken.providerInstanceId}`));
+  });
+
+  it("answers REST v2's problem details and rate limits as RunPod does", async () => {
+    const rest = new RunPodRestClient({
+      apiKey: emulator.apiKey,
+      restUrl: emulator.restUrl,
+      retry: FAST_RETRY,
+    });
+    assert.equal(await rest.pod("no_such_pod"), null, "404 problem+json: gone");
+    emulator.faults.push({
+      kind: "status",
+      status: 429,
+      retryAfterS: 0,
+      body: '{"title":"Too Many Requests","status":429,"detail":"slow down"}',
+    });
+    assert.deepEqual(await rest.pods(), []);
+    const response = await fetch(`${emulator.restUrl}/pods/no_such_pod`, {
+      headers: { authorization: `Bearer ${emulator.apiKey}` },
+    });
+    assert.equal(response.headers.get("content-type"), "application/problem+json");
+    assert.deepEqual(await response.json(), { title: "Not Found", status: 404, detail: "pod not found" });
+    const stranger = new RunPodRestClient({ apiKey: "nope", restUrl: emulator.restUrl, retry: FAST_RETRY });
+    await assert.rejects(
+      stranger.pods(),
+      (error: unknown) => error instanceof ProviderApiError && error.status === 401 && !error.retryable,
+    );
   });
 
   it("turns no capacity into a retryable refusal", async () => {

@@ -146,13 +146,6 @@ export class RunPodClient {
     return data.myself?.currentSpendPerHr ?? 0;
   }
 
-  async myPods(): Promise<RunPodPod[]> {
-    const data = await this.query<{ myself: { pods: RunPodPod[] } | null }>(
-      `query Pods { myself { pods { ${POD_FIELDS} } } }`,
-    );
-    return data.myself?.pods ?? [];
-  }
-
   /** Idempotent: RunPod's "pod not found to terminate" means it is already gone. */
   async terminatePod(podId: string): Promise<void> {
     try {
@@ -162,22 +155,6 @@ export class RunPodClient {
     } catch (error) {
       if (!(error instanceof ProviderApiError && /not found to terminate/i.test(error.message))) throw error;
     }
-  }
-
-  async stopPod(podId: string): Promise<void> {
-    await this.query(
-      `mutation Stop($podId: String!) { podStop(input: { podId: $podId }) { id desiredStatus } }`,
-      {
-        podId,
-      },
-    );
-  }
-
-  async resumePod(podId: string, gpuCount: number): Promise<void> {
-    await this.query(
-      `mutation Resume($podId: String!, $gpuCount: Int!) { podResume(input: { podId: $podId, gpuCount: $gpuCount }) { id desiredStatus } }`,
-      { podId, gpuCount },
-    );
   }
 
   async gpuTypes(gpuCount: number): Promise<RunPodGpuType[]> {

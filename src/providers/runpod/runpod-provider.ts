@@ -9,14 +9,16 @@ import type {
   ProviderInstanceStatus,
 } from "../provider.ts";
 import { shellQuote } from "../shell.ts";
-import type { RunPodClient, RunPodGpuType, RunPodPod } from "./runpod-client.ts";
+import type { RunPodClient, RunPodGpuType } from "./runpod-client.ts";
+import type { RunPodRestClient, RunPodRestPod } from "./runpod-rest-client.ts";
 
 /**
  * RunPod: offers from the catalog, and pods. Each GPU type yields up to four offers: community and
  * secure cloud, on-demand and spot (spot is best effort: RunPod dropped it from its docs in May 2026
  * but the schema still quotes it). A type whose stock is `None` for the count asked is not offered
  * at all, so a stale quote cannot send a launch into "no capacity". Pods have no labels: Hangar's
- * travel in the pod's environment, which RunPod lists back.
+ * travel in the pod's environment, which RunPod lists back. GraphQL quotes, deploys (on demand and
+ * spot) and reports the account's spend; REST v2 describes, lists, stops, resumes and terminates.
  */
 export class RunPodProvider implements ComputeProvider {
   readonly name = "runpod";
@@ -31,9 +33,14 @@ export class RunPodProvider implements ComputeProvider {
   };
   readonly maxInstances: number;
   readonly #client: RunPodClient;
+  readonly #rest: RunPodRestClient;
 
-  constructor(client: RunPodClient, options: { maxInstances?: number } = {}) {
-    this.#client = client;
+  constructor(
+    clients: { graphql: RunPodClient; rest: RunPodRestClient },
+    options: { maxInstances?: number } = {},
+  ) {
+    this.#client = clients.graphql;
+    this.#rest = clients.rest;
     this.maxInstances = options.maxInstances ?? 16;
   }
 
@@ -75,14 +82,18 @@ export class RunPodProvider implements ComputeProvider {
   }
 
   async describe(providerInstanceId: string): Promise<ProviderInstanceStatus> {
-    return podStatus(await this.#client.pod(providerInstanceId));
+    const pod = await this.#rest.pod(providerInstanceId);
+    if (pod?.status !== "EXITED") return podStatus(pod);
+    // REST v2 does not say whether a pod was interruptible; GraphQL's `podType` does.
+    const described = await this.#client.pod(providerInstanceId);
+    return described?.podType === "INTERRUPTABLE" ? "preempted" : "stopped";
   }
 
   async list(labels: Readonly<Record<string, string>>): Promise<ListedInstance[]> {
-    const pods = await this.#client.myPods();
+    const pods = await this.#rest.pods();
     return pods
-      .filter((pod) => pod.desiredStatus !== "TERMINATED")
-      .map((pod) => ({ providerInstanceId: pod.id, labels: labelsFromEnv(pod.env ?? []) }))
+      .filter((pod) => pod.status !== "TERMINATED")
+      .map((pod) => ({ providerInstanceId: pod.id, labels: labelsOf(pod.env ?? {}) }))
       .filter((pod) => hasLabels(pod.labels, labels));
   }
 
@@ -92,29 +103,34 @@ export class RunPodProvider implements ComputeProvider {
   }
 
   terminate(providerInstanceId: string): Promise<void> {
-    return this.#client.terminatePod(providerInstanceId);
+    return this.#rest.deletePod(providerInstanceId);
   }
 
   stop(providerInstanceId: string): Promise<void> {
-    return this.#client.stopPod(providerInstanceId);
+    return this.#rest.podAction(providerInstanceId, "stop");
   }
 
-  async resume(providerInstanceId: string): Promise<void> {
-    const pod = await this.#client.pod(providerInstanceId);
-    await this.#client.resumePod(providerInstanceId, pod?.gpuCount ?? 1);
+  resume(providerInstanceId: string): Promise<void> {
+    return this.#rest.podAction(providerInstanceId, "start");
   }
 }
 
 /**
- * RUNNING with a null `runtime` is a pod whose container is not up yet. An interruptible pod that
- * RunPod exited is taken to be preempted: Hangar stops pods only to resume them, never spot ones.
+ * REST v2's lifecycle: PROVISIONING and STARTING boot, RUNNING with a runtime runs, ERROR is a
+ * container that cannot start (the next offer is tried at once). EXITED is decided by the caller: an
+ * interruptible pod that RunPod exited was preempted, since Hangar stops pods only to resume them,
+ * never spot ones.
  */
-function podStatus(pod: RunPodPod | null): ProviderInstanceStatus {
-  if (pod === null || pod.desiredStatus === "TERMINATED") return "gone";
-  if (pod.desiredStatus === "EXITED") return pod.podType === "INTERRUPTABLE" ? "preempted" : "stopped";
-  if (pod.desiredStatus === "RUNNING") return pod.runtime === null ? "booting" : "running";
+function podStatus(pod: RunPodRestPod | null): ProviderInstanceStatus {
+  if (pod === null || pod.status === "TERMINATED") return "gone";
+  if (pod.status === "ERROR") return "failed";
+  if (pod.status === "RUNNING") return pod.runtime === null ? "booting" : "running";
   return "booting";
 }
+
+/** Hangar's labels, from the pod's environment (REST v2 gives it as an object). */
+const labelsOf = (env: Record<string, string>) =>
+  labelsFromEnv(Object.entries(env).map(([key, value]) => `${key}=${value}`));
 
 /** Offer ids are `<gpuTypeId>:<COMMUNITY|SECURE>[:SPOT]`, as `offersOf` builds them. */
 function parseOfferId(id: string): { gpuTypeId: string; cloudType: "COMMUNITY" | "SECURE"; spot: boolean } {
