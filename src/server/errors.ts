@@ -10,6 +10,9 @@ const body = (code: string, message: string, details: unknown = null): ErrorBody
 });
 
 /** Every failure leaves as `{"error":{"code","message","details"}}` with a stable code. */
+const MALFORMED_MULTIPART =
+  /^(Multipart: Boundary not found|Unexpected end of multipart data|\w+ terminated early due to unexpected end of multipart data)$/;
+
 export function installErrorHandling(app: FastifyInstance): void {
   app.setNotFoundHandler((request, reply) => {
     void reply
@@ -42,6 +45,13 @@ export function installErrorHandling(app: FastifyInstance): void {
         return reply.code(415).send(body("unsupported_media_type", error.message));
       case "FST_INVALID_MULTIPART_CONTENT_TYPE":
         return reply.code(400).send(body("not_multipart", "This route takes a multipart/form-data upload"));
+    }
+    // Busboy (under @fastify/multipart) reports a malformed multipart body with plain Errors; these
+    // are its messages for a missing boundary and a body that ends mid-part.
+    if (MALFORMED_MULTIPART.test(error.message)) {
+      return reply
+        .code(400)
+        .send(body("invalid_multipart", `The multipart body is malformed: ${error.message}`));
     }
     if (fastifyError.statusCode && fastifyError.statusCode < 500) {
       return reply.code(fastifyError.statusCode).send(body("bad_request", error.message));

@@ -94,6 +94,8 @@ export class KyselyAccounts implements AccountStore {
   }
 
   async setOrgLimits(id: string, limits: Partial<OrgLimits>): Promise<OrgRecord | null> {
+    // Nothing to change is not an UPDATE (SQL has no empty SET): it answers the org as it is.
+    if (Object.values(limits).every((value) => value === undefined)) return this.getOrg(id);
     const row = await this.#db
       .updateTable("orgs")
       .set({

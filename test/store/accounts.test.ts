@@ -67,6 +67,8 @@ for (const dialect of DIALECTS) {
       assert.equal((await store.accounts.findUserByEmail("A@Example.org"))?.id, "user_a");
       const limited = await store.accounts.setOrgLimits(org.id, { maxRunningJobs: 2, defaultPriority: 7 });
       assert.deepEqual([limited?.maxRunningJobs, limited?.defaultPriority, limited?.maxGpus], [2, 7, null]);
+      assert.deepEqual(await store.accounts.setOrgLimits(org.id, {}), limited, "nothing to change");
+      assert.equal(await store.accounts.setOrgLimits("org_missing", {}), null);
     });
 
     it("finds a key with its user's current role; expired, revoked and removed members' keys stop at once", async () => {
