@@ -19,10 +19,13 @@ export function parseNotebook(bytes: Buffer, fileName: string): { cellCount: num
   if (typeof nbformat !== "number") {
     throw badRequest("invalid_notebook", `${fileName} is not a notebook: it has no "nbformat" number`);
   }
-  if (nbformat < 4) {
+  if (nbformat !== 4) {
+    // nbformat 4 is the current major version; an unknown later one cannot be assumed compatible.
     throw unprocessable(
       "unsupported_nbformat",
-      `${fileName} uses nbformat ${nbformat}; Hangar runs nbformat 4 or later (convert it with "jupyter nbconvert --to notebook")`,
+      nbformat < 4
+        ? `${fileName} uses nbformat ${nbformat}; Hangar runs nbformat 4 (convert it with "jupyter nbconvert --to notebook")`
+        : `${fileName} uses nbformat ${nbformat}, which does not exist yet; Hangar runs nbformat 4`,
       { nbformat },
     );
   }
@@ -32,7 +35,11 @@ export function parseNotebook(bytes: Buffer, fileName: string): { cellCount: num
   return { cellCount: cells.length };
 }
 
-export async function createNotebook(ctx: AppContext, orgId: string, fileName: string, bytes: Buffer) {
+const UTF8_BOM = Buffer.from([0xef, 0xbb, 0xbf]);
+
+export async function createNotebook(ctx: AppContext, orgId: string, fileName: string, uploaded: Buffer) {
+  // Editors on Windows save a byte-order mark that JSON (and Jupyter) refuse: the notebook is kept without it.
+  const bytes = uploaded.subarray(0, 3).equals(UTF8_BOM) ? uploaded.subarray(3) : uploaded;
   // Only the last segment is kept as the notebook's name, but the whole name must be safe to store.
   const name = assertSafeRelativePath(fileName).split("/").pop()!;
   if (!name.toLowerCase().endsWith(".ipynb")) {

@@ -41,7 +41,10 @@ function findProblem(path: string): string | undefined {
  * renamed, so the user sees exactly which name was refused and why. Returns the name in Unicode NFC
  * so that the same name typed on macOS (NFD) and Linux (NFC) maps to one stored file.
  */
-export function assertSafeRelativePath(name: string): string {
+export function assertSafeRelativePath(name: string | undefined): string {
+  // A multipart part sent with `filename=""` reaches here without a name at all.
+  if (!name)
+    throw badRequest("unsafe_file_name", "A file was sent without a file name.", { name: name ?? null });
   const normalised = name.normalize("NFC");
   const problem = findProblem(normalised);
   if (problem !== undefined) {

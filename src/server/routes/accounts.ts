@@ -158,6 +158,15 @@ export function accountRoutes(api: FastifyInstance, ctx: AppContext): void {
   const app = api.withTypeProvider<TypeBoxTypeProvider>();
   const { accounts, ledger } = ctx.store;
 
+  // A platform admin may act on any org: one that does not exist is a 404 before anything is written.
+  app.addHook("preHandler", async (request) => {
+    const orgId = (request.params as { id?: string } | undefined)?.id;
+    if (!request.routeOptions.url?.startsWith("/api/v1/orgs/:id") || orgId === undefined) return;
+    if (orgId !== request.principal.orgId && !(await accounts.getOrg(orgId))) {
+      throw notFound("org_not_found", `No organization ${orgId}`);
+    }
+  });
+
   app.get("/me", { schema: { tags: ["auth"] } }, async (request) => {
     const { principal } = request;
     const user = await accounts.getUser(principal.userId);
