@@ -425,7 +425,7 @@ export function accountRoutes(api: FastifyInstance, ctx: AppContext): void {
         tags: ["credits"],
         params: OrgParams,
         querystring: Type.Object({
-          limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+          limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, default: 100 })),
         }),
       },
     },
