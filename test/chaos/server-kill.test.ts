@@ -1,52 +1,21 @@
 import assert from "node:assert/strict";
-import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { type ServerProcess, spawnServer, stopServer, TEST_API_KEY, waitFor } from "../helpers/server.ts";
 import { DIALECTS, type StoreFixture } from "../helpers/stores.ts";
+import { installStandIn, ligands, SEQUENCE } from "./stand-in.ts";
 
 /**
  * Chaos: the server is killed -9 again and again while a batch runs, and started again each time.
  * At the end: every child completed, none was run to completion twice, and no attempt was charged
  * twice. CI runs the short version; `CHAOS_LIGANDS=1000 CHAOS_KILLS=5` is the full one.
- *
- * The model is a stand-in for `boltz` (Boltz-2 cannot run here) that writes its outputs in Boltz's
- * documented layout and logs each input it completes, so repeated executions can be counted.
+ * The model is the stand-in of ./stand-in.ts.
  */
 const LIGANDS = Number(process.env.CHAOS_LIGANDS ?? 384);
 const KILLS = Number(process.env.CHAOS_KILLS ?? 3);
-const SEQUENCE =
-  "PQITLWQRPLVTIKIGGQLKEALLDTGADDTVLEEMSLPGRWKPKMIGGIGGFIKVRQYDQILIEICGHKAIGTVLVGPTPVNIIGRNLLTQIGCTLNF";
-
-const standIn = (log: string) => `#!/usr/bin/env python3
-# Bench-only stand-in for "boltz predict <inputs> --out_dir <out> ...": Boltz's output layout, instantly.
-import json, os, re, sys, time
-inputs, out = sys.argv[2], sys.argv[sys.argv.index("--out_dir") + 1]
-for name in sorted(os.listdir(inputs)):
-    if not name.endswith(".yaml"):
-        continue
-    time.sleep(0.03)
-    ident = name[:-5]
-    smiles = re.search(r"smiles: '(.*)'", open(os.path.join(inputs, name)).read()).group(1)
-    where = os.path.join(out, "boltz_results_" + os.path.basename(inputs.rstrip("/")), "predictions", ident)
-    os.makedirs(where, exist_ok=True)
-    json.dump({"confidence_score": 0.8, "iptm": 0.7, "ptm": 0.75, "ligand_iptm": 0.6, "complex_plddt": 0.85},
-              open(os.path.join(where, "confidence_%s_model_0.json" % ident), "w"))
-    json.dump({"affinity_pred_value": -1.0 - len(smiles) / 100, "affinity_probability_binary": 0.6},
-              open(os.path.join(where, "affinity_%s.json" % ident), "w"))
-    open(os.path.join(where, "%s_model_0.cif" % ident), "w").write("data_%s\\n" % ident)
-    with open(${JSON.stringify(log)}, "a") as done:
-        done.write(smiles + "\\n")
-`;
-
-/** Distinct valid SMILES, so each line of the stand-in's log names one child. */
-const ligands = (count: number) =>
-  Array.from({ length: count }, (_, i) => ({
-    name: `l${i}`,
-    smiles: `${"C".repeat(1 + (i % 12))}O${"C".repeat(1 + (Math.floor(i / 12) % 12))}N${"C".repeat(1 + Math.floor(i / 144))}`,
-  }));
 
 for (const dialect of DIALECTS) {
   describe(`chaos: the server killed -9 ${KILLS} times during a ${LIGANDS}-ligand batch (${dialect.name})`, {
@@ -59,9 +28,7 @@ for (const dialect of DIALECTS) {
     before(async () => {
       fixture = await dialect.fixture();
       dir = await mkdtemp(join(tmpdir(), "hangar-chaos-"));
-      await writeFile(join(dir, "boltz"), standIn(join(dir, "completed.log")));
-      await chmod(join(dir, "boltz"), 0o755);
-      await writeFile(join(dir, "completed.log"), "");
+      await installStandIn(dir);
       server = await spawnServer({
         ...fixture.env,
         HANGAR_BOLTZ_CMD: join(dir, "boltz"),

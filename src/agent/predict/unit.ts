@@ -63,6 +63,9 @@ export class PredictionUnitRunner {
 
   async run(unit: PredictionAssignment, shutdown: AbortSignal): Promise<void> {
     const open = new Map(unit.items.map((item) => [item.job_id, item]));
+    // Leases are heartbeated until the control plane has the child's outcome, not only while it runs:
+    // a report delayed by a server restart must not let the lease lapse and the child run again.
+    const unreported = new Map(open);
     const logs = new Map(
       unit.items.map((item) => [
         item.job_id,
@@ -80,7 +83,7 @@ export class PredictionUnitRunner {
       for (const id of open.keys()) stop(id, "shutdown");
     };
     shutdown.addEventListener("abort", onShutdown);
-    const heartbeat = setInterval(() => void this.#beat(open, stop), this.#heartbeatS * 1000);
+    const heartbeat = setInterval(() => void this.#beat(unreported, stop), this.#heartbeatS * 1000);
     const timeout = setTimeout(() => {
       for (const id of open.keys()) stop(id, "timeout");
     }, unit.timeout_s * 1000);
@@ -90,14 +93,18 @@ export class PredictionUnitRunner {
       if (!open.delete(item.job_id)) return;
       const reason = reasons.get(item.job_id);
       const log = logs.get(item.job_id)!;
-      if (reason === "lease_lost") return;
+      if (reason === "lease_lost") {
+        unreported.delete(item.job_id);
+        return;
+      }
       if (reason === "shutdown") {
         await log.close().catch(() => undefined);
         await this.#client
           .post(`/agent/v1/jobs/${item.job_id}/release`, { lease_token: item.lease_token })
           .catch((error) => {
             if (!(error instanceof ControlPlaneError && error.status === 409)) throw error;
-          });
+          })
+          .finally(() => unreported.delete(item.job_id));
         return;
       }
       const ended = stoppedEnding(reason, unit.timeout_s, "Prediction") ?? body;
@@ -111,14 +118,18 @@ export class PredictionUnitRunner {
       reports = [];
       if (sending.length === 0) return;
       // A lease lost meanwhile answers lease_lost for that item alone: its job moved on without us.
-      await this.#client.post("/agent/v1/finish", {
-        items: sending.map(({ item, body, entries }) => ({
-          job_id: item.job_id,
-          lease_token: item.lease_token,
-          ...body,
-          logs: { attempt: item.attempt, entries },
-        })),
-      });
+      try {
+        await this.#client.post("/agent/v1/finish", {
+          items: sending.map(({ item, body, entries }) => ({
+            job_id: item.job_id,
+            lease_token: item.lease_token,
+            ...body,
+            logs: { attempt: item.attempt, entries },
+          })),
+        });
+      } finally {
+        for (const { item } of sending) unreported.delete(item.job_id);
+      }
     };
 
     try {
