@@ -43,8 +43,9 @@ function findProblem(path: string): string | undefined {
  */
 export function assertSafeRelativePath(name: string | undefined): string {
   // A multipart part sent with `filename=""` reaches here without a name at all.
-  if (!name)
-    throw badRequest("unsafe_file_name", "A file was sent without a file name.", { name: name ?? null });
+  if (name === undefined) {
+    throw badRequest("unsafe_file_name", "A file was sent with an empty file name.", { name: null });
+  }
   const normalised = name.normalize("NFC");
   const problem = findProblem(normalised);
   if (problem !== undefined) {
