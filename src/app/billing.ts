@@ -20,7 +20,7 @@ export interface Estimate {
 export type Needs = { gpu: GpuRequest | null } | { minGpuMemoryGb: number };
 
 /** The price per hour (with markup) work with these needs is expected to run at. */
-export async function expectedPrice(ctx: AppContext, needs: Needs): Promise<Omit<Estimate, "amountMicro">> {
+async function expectedPrice(ctx: AppContext, needs: Needs): Promise<Omit<Estimate, "amountMicro">> {
   const markup = (price: number) => withMarkup(toMicro(price), ctx.config.priceMarkupPercent);
   const query =
     "gpu" in needs
@@ -79,7 +79,7 @@ export async function holdCredits(
 }
 
 /** Whether an org's work must be covered by its balance (HANGAR_CREDIT_CHECKS). */
-export function creditsChecked(ctx: AppContext, orgId: string): boolean {
+function creditsChecked(ctx: AppContext, orgId: string): boolean {
   const { creditChecks } = ctx.config;
   return creditChecks === "all" || (creditChecks === "tenants" && orgId !== ctx.defaultOrgId);
 }

@@ -7,7 +7,7 @@ import type { Database } from "./schema.ts";
 /** Rows per INSERT: 15 columns each stays well under SQLite's bound-parameter limit. */
 const CHUNK = 1000;
 
-export function ledgerRow(entry: NewLedgerEntry, now: number): Database["ledger_entries"] {
+function ledgerRow(entry: NewLedgerEntry, now: number): Database["ledger_entries"] {
   return {
     org_id: entry.orgId,
     entry_key: entry.key,
