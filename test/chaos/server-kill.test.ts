@@ -1,12 +1,10 @@
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { readFile } from "node:fs/promises";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { type ServerProcess, spawnServer, stopServer, TEST_API_KEY, waitFor } from "../helpers/server.ts";
-import { DIALECTS, type StoreFixture } from "../helpers/stores.ts";
-import { installStandIn, ligands, SEQUENCE } from "./stand-in.ts";
+import { waitFor } from "../helpers/server.ts";
+import { DIALECTS } from "../helpers/stores.ts";
+import { type ChaosRig, ligands, SEQUENCE, startChaosRig } from "./rig.ts";
 
 /**
  * Chaos: the server is killed -9 again and again while a batch runs, and started again each time.
@@ -21,38 +19,14 @@ for (const dialect of DIALECTS) {
   describe(`chaos: the server killed -9 ${KILLS} times during a ${LIGANDS}-ligand batch (${dialect.name})`, {
     timeout: 600_000,
   }, () => {
-    let fixture: StoreFixture;
-    let server: ServerProcess;
-    let dir: string;
-
+    let rig: ChaosRig;
     before(async () => {
-      fixture = await dialect.fixture();
-      dir = await mkdtemp(join(tmpdir(), "hangar-chaos-"));
-      await installStandIn(dir);
-      server = await spawnServer({
-        ...fixture.env,
-        HANGAR_BOLTZ_CMD: join(dir, "boltz"),
-        // Priced, so charges can be counted: 3.6 $/h is 1 µ per ms.
-        HANGAR_LOCAL_PRICE_PER_HOUR: "cpu:3.6",
-        HANGAR_BILLING_INTERVAL_S: "1",
-      });
+      rig = await startChaosRig(dialect);
     });
-    after(async () => {
-      await stopServer(server);
-      await fixture.cleanup();
-      await rm(dir, { recursive: true, force: true });
-    });
+    after(() => rig.close());
 
     it("completes every child once, and charges every attempt once", async () => {
-      const call = async (path: string, body?: unknown) => {
-        const response = await fetch(`${server.url}${path}`, {
-          method: body === undefined ? "GET" : "POST",
-          headers: { authorization: `Bearer ${TEST_API_KEY}`, "content-type": "application/json" },
-          ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-        });
-        // biome-ignore lint/suspicious/noExplicitAny: answers are read field by field
-        return { status: response.status, json: (await response.json()) as any };
-      };
+      const { server, call } = rig;
       const batch = await call("/api/v1/predict/batch", {
         model: "boltz2",
         batch_name: "chaos",
@@ -88,7 +62,7 @@ for (const dialect of DIALECTS) {
         [LIGANDS, 0, 0],
         "no child lost or failed",
       );
-      const completed = (await readFile(join(dir, "completed.log"), "utf8")).trim().split("\n");
+      const completed = (await readFile(rig.completedLog, "utf8")).trim().split("\n");
       const twice = completed.filter((smiles, i) => completed.indexOf(smiles) !== i);
       assert.equal(new Set(completed).size, LIGANDS, "every child ran to completion");
       assert.deepEqual(twice, [], "no child ran to completion twice");

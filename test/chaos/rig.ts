@@ -1,5 +1,8 @@
-import { chmod, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { type ServerProcess, spawnServer, stopServer, TEST_API_KEY } from "../helpers/server.ts";
+import type { DialectUnderTest } from "../helpers/stores.ts";
 
 /**
  * A stand-in for `boltz` (Boltz-2 cannot run here) for the chaos tests: it writes Boltz's documented
@@ -35,7 +38,7 @@ export const ligands = (count: number) =>
   }));
 
 /** Writes the stand-in as `<dir>/boltz` (for HANGAR_BOLTZ_CMD) with an empty log beside it. */
-export async function installStandIn(dir: string): Promise<void> {
+async function installStandIn(dir: string): Promise<void> {
   await writeFile(join(dir, "boltz"), standIn(join(dir, "completed.log")));
   await chmod(join(dir, "boltz"), 0o755);
   await writeFile(join(dir, "completed.log"), "");
@@ -43,3 +46,43 @@ export async function installStandIn(dir: string): Promise<void> {
 
 export const SEQUENCE =
   "PQITLWQRPLVTIKIGGQLKEALLDTGADDTVLEEMSLPGRWKPKMIGGIGGFIKVRQYDQILIEICGHKAIGTVLVGPTPVNIIGRNLLTQIGCTLNF";
+
+export interface ChaosRig {
+  server: ServerProcess;
+  /** Where the stand-in logs each input it completes, one SMILES a line. */
+  completedLog: string;
+  /** The admin's API call: a GET, or a POST of `body`. */
+  // biome-ignore lint/suspicious/noExplicitAny: answers are read field by field
+  call(path: string, body?: unknown): Promise<{ status: number; json: any }>;
+  close(): Promise<void>;
+}
+
+/** A real server on `dialect` running Boltz-2 through the stand-in, priced at 1 µ per ms so charges can be counted. */
+export async function startChaosRig(dialect: DialectUnderTest): Promise<ChaosRig> {
+  const fixture = await dialect.fixture();
+  const dir = await mkdtemp(join(tmpdir(), "hangar-chaos-"));
+  await installStandIn(dir);
+  const server = await spawnServer({
+    ...fixture.env,
+    HANGAR_BOLTZ_CMD: join(dir, "boltz"),
+    HANGAR_LOCAL_PRICE_PER_HOUR: "cpu:3.6",
+    HANGAR_BILLING_INTERVAL_S: "1",
+  });
+  return {
+    server,
+    completedLog: join(dir, "completed.log"),
+    async call(path, body) {
+      const response = await fetch(`${server.url}${path}`, {
+        method: body === undefined ? "GET" : "POST",
+        headers: { authorization: `Bearer ${TEST_API_KEY}`, "content-type": "application/json" },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+      return { status: response.status, json: await response.json() };
+    },
+    async close() {
+      await stopServer(server);
+      await fixture.cleanup();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
