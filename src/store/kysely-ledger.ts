@@ -1,4 +1,4 @@
-import { type Kysely, sql } from "kysely";
+import { type Kysely, type SelectQueryBuilder, sql } from "kysely";
 import type { Budget, BudgetAction } from "../domain/budget.ts";
 import {
   type Account,
@@ -81,20 +81,7 @@ export class KyselyLedger implements LedgerStore {
   }
 
   async heldFor(orgId: string, subject: string): Promise<number> {
-    const rows = await this.#db
-      .selectFrom("ledger_entries")
-      .select(["from_account", "to_account", (eb) => eb.fn.sum<number>("amount_micro").as("amount")])
-      .where("org_id", "=", orgId)
-      .where("subject", "=", subject)
-      .groupBy(["from_account", "to_account"])
-      .execute();
-    return balancesOf(
-      rows.map((row) => ({
-        from: row.from_account as Account,
-        to: row.to_account as Account,
-        amount: num(row.amount),
-      })),
-    ).held;
+    return (await balancesIn(this.#db, orgId, (q) => q.where("subject", "=", subject))).held;
   }
 
   async openHolds(limit: number): Promise<OpenHold[]> {
@@ -129,22 +116,13 @@ export class KyselyLedger implements LedgerStore {
   }
 
   async spentSince(orgId: string, since: number, userId?: string): Promise<number> {
-    const rows = await this.#db
-      .selectFrom("ledger_entries")
-      .select(["from_account", "to_account", (eb) => eb.fn.sum<number>("amount_micro").as("amount")])
-      .where("org_id", "=", orgId)
-      .where("created_at", ">=", since)
-      .where((eb) => eb.or([eb("from_account", "=", "spent"), eb("to_account", "=", "spent")]))
-      .$if(userId !== undefined, (q) => q.where("user_id", "=", userId!))
-      .groupBy(["from_account", "to_account"])
-      .execute();
-    return balancesOf(
-      rows.map((row) => ({
-        from: row.from_account as Account,
-        to: row.to_account as Account,
-        amount: num(row.amount),
-      })),
-    ).spent;
+    const balances = await balancesIn(this.#db, orgId, (q) =>
+      q
+        .where("created_at", ">=", since)
+        .where((eb) => eb.or([eb("from_account", "=", "spent"), eb("to_account", "=", "spent")]))
+        .$if(userId !== undefined, (w) => w.where("user_id", "=", userId!)),
+    );
+    return balances.spent;
   }
 
   async usage(query: UsageQuery): Promise<UsageRow[]> {
@@ -316,11 +294,16 @@ export class KyselyLedger implements LedgerStore {
   }
 }
 
-async function balancesIn(db: Kysely<Database>, orgId: string): Promise<Balances> {
-  const rows = await db
-    .selectFrom("ledger_entries")
+type EntriesQuery = SelectQueryBuilder<Database, "ledger_entries", object>;
+
+/** Each account's balance over an org's entries (narrowed by `which`): sums per account pair, added up. */
+async function balancesIn(
+  db: Kysely<Database>,
+  orgId: string,
+  which: (query: EntriesQuery) => EntriesQuery = (query) => query,
+): Promise<Balances> {
+  const rows = await which(db.selectFrom("ledger_entries").where("org_id", "=", orgId))
     .select(["from_account", "to_account", (eb) => eb.fn.sum<number>("amount_micro").as("amount")])
-    .where("org_id", "=", orgId)
     .groupBy(["from_account", "to_account"])
     .execute();
   return balancesOf(
