@@ -1,4 +1,6 @@
+import type { ChildProcess } from "node:child_process";
 import { cpus, loadavg, totalmem } from "node:os";
+import { setTimeout as sleep } from "node:timers/promises";
 
 /** Progress goes to stderr; stdout carries only the final JSON object. */
 export function progress(message: string): void {
@@ -53,3 +55,20 @@ export function machine() {
 
 /** Seconds since `start` (a performance.now() reading), for the duration reported in the JSON. */
 export const secondsSince = (start: number): number => round((performance.now() - start) / 1000, 1);
+
+/** Waits up to 30 s for a server process's /healthz; kills it and throws when it never answers. */
+export async function waitHealthy(url: string, child: ChildProcess, what: string): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode}`);
+    if (
+      await fetch(`${url}/healthz`).then(
+        (r) => r.ok,
+        () => false,
+      )
+    )
+      return;
+    await sleep(100);
+  }
+  child.kill("SIGKILL");
+  throw new Error(`${what} did not start`);
+}

@@ -1,30 +1,40 @@
 /**
- * Scheduler throughput and latency on SQLite and PostgreSQL, with pg-boss on the same PostgreSQL as
- * the reference. Prints one JSON object on stdout; progress goes to stderr.
+ * Scheduler throughput and latency on SQLite and PostgreSQL, with pg-boss, Graphile Worker and BullMQ
+ * (Redis and PostgreSQL backends) on the same PostgreSQL and Redis as the references (bench/queue-peers.ts).
+ * Prints one JSON object on stdout; progress goes to stderr.
  *
  *   node bench/scheduler.ts [--jobs 5000] [--workers 4] [--batches 1,50] [--reps 3]
- *                           [--latency-seconds 3] [--latency-max-rate 1000] [--no-pgboss]
+ *                           [--latency-seconds 3] [--latency-max-rate 1000] [--no-peers]
  *
  * PostgreSQL: HANGAR_BENCH_DATABASE_URL, else HANGAR_TEST_DATABASE_URL, else postgres://postgres@127.0.0.1:5432/test.
  * Every measurement runs on a fresh SQLite file / PostgreSQL schema (in a scratch database created for
- * the run when the role may create one), all dropped afterwards. pg-boss comes from bench/node_modules
- * (bench/package.json); it is installed with `npm ci --prefix bench` when missing.
+ * the run when the role may create one), all dropped afterwards. The reference queues come from
+ * bench/node_modules (bench/package.json); they are installed with `npm ci --prefix bench` when missing.
+ * Redis: HANGAR_BENCH_REDIS_URL, else redis://127.0.0.1:6379.
+ *
+ * Hangar's claims run with fair share on, over jobs of two orgs, so its fairness and concurrency
+ * checks are on the measured path as they are in the server.
  */
-import { execFileSync } from "node:child_process";
 import { EventEmitter, once } from "node:events";
-import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import pg from "pg";
 import { newId } from "../src/domain/ids.ts";
 import { createPostgresStore } from "../src/store/postgres/index.ts";
 import { createSqliteStore } from "../src/store/sqlite/index.ts";
 import type { NewJob, Store } from "../src/store/store.ts";
-import { machine, percentile, progress, round, type Spread, secondsSince, spread } from "./lib.ts";
+import { machine, progress, round, type Spread, secondsSince, spread } from "./lib.ts";
+import {
+  ensureBenchPackages,
+  type LatencyRun,
+  latencyRun,
+  latencySpreads,
+  QUEUE_PEERS,
+  SETTLE_MS,
+} from "./queue-peers.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -34,7 +44,7 @@ const { values: args } = parseArgs({
     reps: { type: "string", default: "3" },
     "latency-seconds": { type: "string", default: "3" },
     "latency-max-rate": { type: "string", default: "1000" },
-    "no-pgboss": { type: "boolean", default: false },
+    "no-peers": { type: "boolean", default: false },
   },
 });
 
@@ -56,7 +66,9 @@ const ENQUEUE_CONCURRENCY = 8;
 /** The server's fallback poll when a claimer was not woken (AgentHub.claim). */
 const FALLBACK_POLL_MS = 250;
 const LEASE_MS = 60_000;
-const ORG = "org_bench";
+/** Jobs alternate between two orgs, so fair share has orgs to weigh on every claim. */
+const ORGS = ["org_bench_a", "org_bench_b"];
+const REDIS_URL = process.env.HANGAR_BENCH_REDIS_URL ?? "redis://127.0.0.1:6379";
 const SERVER_URL =
   process.env.HANGAR_BENCH_DATABASE_URL ??
   process.env.HANGAR_TEST_DATABASE_URL ??
@@ -68,7 +80,6 @@ const SERVER_URL =
  */
 let DATABASE_URL = SERVER_URL;
 let scratchDatabase: string | null = null;
-const BENCH_DIR = import.meta.dirname;
 
 // ---------------------------------------------------------------------------------------------------
 // Stores under test: a fresh database per measurement.
@@ -115,7 +126,7 @@ async function openStore(dialect: Dialect): Promise<OpenedStore> {
   };
   cleanups.add(cleanup);
   await store.migrate();
-  await store.accounts.ensureOrg(ORG, "bench", Date.now());
+  for (const org of ORGS) await store.accounts.ensureOrg(org, org, Date.now());
   return { store, cleanup };
 }
 
@@ -123,7 +134,7 @@ function newJob(i: number): NewJob {
   const now = Date.now();
   return {
     id: newId("run"),
-    orgId: ORG,
+    orgId: ORGS[i % ORGS.length]!,
     kind: "notebook",
     notebookId: null,
     spec: {
@@ -180,6 +191,7 @@ async function hangarThroughput(dialect: Dialect, batch: number): Promise<Throug
             limit: batch,
             leaseMs: LEASE_MS,
             now: Date.now(),
+            fairShare: true,
           });
           claimed += jobs.length;
           if (jobs.length === 0) {
@@ -218,16 +230,6 @@ async function hangarThroughput(dialect: Dialect, batch: number): Promise<Throug
 // Latency: a producer enqueues at a fixed rate; idle workers wait for the in-process "work" event
 // (with the server's 250 ms fallback poll), exactly as AgentHub.claim does.
 
-interface LatencyRun {
-  jobs: number;
-  achievedRate: number;
-  p50: number;
-  p99: number;
-  max: number;
-  /** Claims that waited out a fallback poll: the wake-up was missed (emitted while the claim ran). */
-  over200ms: number;
-}
-
 async function hangarLatency(dialect: Dialect, rate: number): Promise<LatencyRun> {
   const { store, cleanup } = await openStore(dialect);
   const events = new EventEmitter();
@@ -246,6 +248,7 @@ async function hangarLatency(dialect: Dialect, rate: number): Promise<LatencyRun
           limit: 1,
           leaseMs: LEASE_MS,
           now: Date.now(),
+          fairShare: true,
         });
         const claimedAt = performance.now();
         if (job) {
@@ -287,107 +290,10 @@ async function hangarLatency(dialect: Dialect, rate: number): Promise<LatencyRun
     await Promise.all(workers);
     if (latencies.length !== produced)
       throw new Error(`${dialect}: ${latencies.length} of ${produced} claimed`);
-    const sorted = latencies.sort((a, b) => a - b);
-    return {
-      jobs: produced,
-      achievedRate,
-      p50: percentile(sorted, 50),
-      p99: percentile(sorted, 99),
-      max: sorted[sorted.length - 1]!,
-      over200ms: sorted.filter((l) => l > 200).length,
-    };
+    return latencyRun(latencies, achievedRate);
   } finally {
     producing = false;
     await cleanup();
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------
-// pg-boss, the reference: the same loop with send + fetch({batchSize}) + complete(ids).
-
-/** The part of pg-boss's API used here (checked against pg-boss 12's dist/index.d.ts). */
-interface PgBossLike {
-  on(event: "error", listener: (error: Error) => void): unknown;
-  start(): Promise<unknown>;
-  stop(options?: { graceful?: boolean; wait?: boolean; close?: boolean }): Promise<void>;
-  createQueue(name: string): Promise<void>;
-  deleteQueue(name: string): Promise<void>;
-  insert(name: string, jobs: { data?: object }[]): Promise<string[] | null>;
-  fetch(name: string, options?: { batchSize?: number }): Promise<{ id: string }[]>;
-  complete(name: string, id: string | string[]): Promise<unknown>;
-}
-interface PgBossModule {
-  PgBoss: new (options: {
-    connectionString: string;
-    schema: string;
-    max?: number;
-    supervise?: boolean;
-    schedule?: boolean;
-    registerInstance?: boolean;
-  }) => PgBossLike;
-}
-
-const PGBOSS_DIR = join(BENCH_DIR, "node_modules", "pg-boss");
-
-/** bench/node_modules/pg-boss, installed from bench/package.json when missing. */
-async function loadPgBoss(): Promise<{ module: PgBossModule; version: string } | { error: string }> {
-  if (!existsSync(join(PGBOSS_DIR, "package.json"))) {
-    // npm ci installs exactly what bench/package-lock.json pins.
-    progress("pg-boss is not installed in bench/node_modules: running npm ci --prefix bench");
-    try {
-      execFileSync("npm", ["ci", "--prefix", BENCH_DIR, "--no-audit", "--no-fund"], {
-        stdio: ["ignore", process.stderr, process.stderr],
-      });
-    } catch (error) {
-      return {
-        error: `pg-boss is missing and "npm ci --prefix bench" failed (${(error as Error).message}); run it by hand`,
-      };
-    }
-  }
-  const pkg = (await import(pathToFileURL(join(PGBOSS_DIR, "package.json")).href, {
-    with: { type: "json" },
-  })) as {
-    default: { version: string; exports?: unknown; main?: string };
-  };
-  const entry = pkg.default.main ?? "dist/index.js";
-  const module = (await import(pathToFileURL(join(PGBOSS_DIR, entry)).href)) as PgBossModule;
-  if (typeof module.PgBoss !== "function") return { error: "pg-boss does not export PgBoss (need v10+)" };
-  return { module, version: pkg.default.version };
-}
-
-async function pgBossThroughput(boss: PgBossLike, queue: string, batch: number): Promise<ThroughputRun> {
-  await boss.createQueue(queue);
-  try {
-    // Filled with bulk inserts to keep the run short: pg-boss's enqueue rate is not measured.
-    for (let i = 0; i < JOBS; i += 1000) {
-      const chunk = Array.from({ length: Math.min(1000, JOBS - i) }, (_, k) => ({ data: { i: i + k } }));
-      await boss.insert(queue, chunk);
-    }
-    let claimed = 0;
-    const start = performance.now();
-    await Promise.all(
-      Array.from({ length: WORKERS }, async () => {
-        for (;;) {
-          const jobs = await boss.fetch(queue, { batchSize: batch });
-          claimed += jobs.length;
-          if (jobs.length === 0) {
-            if (claimed >= JOBS) return;
-            await sleep(1);
-            continue;
-          }
-          // pg-boss completes a whole batch in one statement: its natural use.
-          await boss.complete(
-            queue,
-            jobs.map((j) => j.id),
-          );
-        }
-      }),
-    );
-    const jobsPerS = JOBS / ((performance.now() - start) / 1000);
-    if (claimed !== JOBS) throw new Error(`pg-boss: claimed ${claimed}, expected ${JOBS}`);
-    return { enqueuePerS: null, jobsPerS };
-  } finally {
-    await boss.deleteQueue(queue).catch(() => undefined);
   }
 }
 
@@ -451,25 +357,8 @@ async function dialectSection(dialect: Dialect) {
       target_rate_per_s: rate,
       rate_rule: `half the batch-${BATCHES[0]} median throughput, capped at ${LATENCY_MAX_RATE}/s`,
       duration_s: LATENCY_S,
-      achieved_rate_per_s: spread(
-        runs.map((r) => r.achievedRate),
-        0,
-      ),
+      ...latencySpreads(runs),
       jobs_per_run: runs.map((r) => r.jobs),
-      submit_to_claim_ms: {
-        p50: spread(
-          runs.map((r) => r.p50),
-          2,
-        ),
-        p99: spread(
-          runs.map((r) => r.p99),
-          2,
-        ),
-        max: spread(
-          runs.map((r) => r.max),
-          2,
-        ),
-      },
       claims_over_200ms: runs.map((r) => r.over200ms),
     },
     seconds: secondsSince(started),
@@ -503,49 +392,62 @@ async function preparePostgres(): Promise<string | null> {
   return null;
 }
 
-interface PgBossSection {
+interface PeerSection {
   version: string;
   setup: string;
   throughput: Record<string, ThroughputSummary>;
+  latency: {
+    rate_per_s: number;
+    submit_to_claim_ms: { p50: Spread; p99: Spread; max: Spread };
+    achieved_rate_per_s: Spread;
+  };
   seconds: number;
 }
 
-async function pgBossSection(): Promise<PgBossSection | { skipped: string }> {
-  const started = performance.now();
-  const loaded = await loadPgBoss();
-  if ("error" in loaded) return { skipped: loaded.error };
-  const schema = schemaName("bench_pgboss");
-  const boss = new loaded.module.PgBoss({
-    connectionString: DATABASE_URL,
-    schema,
-    max: 10,
-    // Only the queue path is measured; Hangar's bench runs no scheduler loops either.
-    supervise: false,
-    schedule: false,
-    registerInstance: false,
-  });
-  boss.on("error", (error) => progress(`pg-boss error: ${error.message}`));
-  const dropSchema = async () => {
-    cleanups.delete(dropSchema);
-    await adminQuery(`drop schema if exists ${schema} cascade`);
-  };
-  cleanups.add(dropSchema);
-  try {
-    await boss.start();
-    let n = 0;
-    const throughput = await throughputSeries("pg-boss", (batch) =>
-      pgBossThroughput(boss, `bench_${batch}_${n++}`, batch),
-    );
-    return {
-      version: loaded.version,
-      setup: `one PgBoss (pool of 10, supervise/schedule off) shared by ${WORKERS} concurrent async worker loops; queue filled with insert() in chunks of 1000; fetch({batchSize}) then one complete(ids) per batch`,
-      throughput,
-      seconds: secondsSince(started),
-    };
-  } finally {
-    await boss.stop({ graceful: false, wait: true, close: true }).catch(() => undefined);
-    await dropSchema();
+/** Each reference queue through the same loops; latency at `rate`, the rate Hangar on PostgreSQL was measured at. */
+async function peerSections(rate: number): Promise<Record<string, PeerSection | { skipped: string }>> {
+  const out: Record<string, PeerSection | { skipped: string }> = {};
+  const missing = ensureBenchPackages();
+  for (const { name, open } of QUEUE_PEERS) {
+    if (missing) {
+      out[name] = { skipped: missing };
+      continue;
+    }
+    const started = performance.now();
+    try {
+      const peer = await open({ postgresUrl: DATABASE_URL, redisUrl: REDIS_URL });
+      try {
+        const throughput = await throughputSeries(name, async (batch) => ({
+          enqueuePerS: null,
+          jobsPerS: await peer.throughput(JOBS, WORKERS, batch),
+        }));
+        const runs: LatencyRun[] = [];
+        for (let rep = 0; rep < REPS; rep++) {
+          const r = await peer.latency(rate, LATENCY_S, WORKERS);
+          progress(
+            `${name} latency at ${rate}/s rep ${rep + 1}/${REPS}: p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms`,
+          );
+          runs.push(r);
+        }
+        out[name] = {
+          version: peer.version,
+          setup: peer.setup.replaceAll("W ", `${WORKERS} `),
+          throughput,
+          latency: {
+            rate_per_s: rate,
+            ...latencySpreads(runs),
+          },
+          seconds: secondsSince(started),
+        };
+      } finally {
+        await peer.close();
+      }
+    } catch (error) {
+      progress(`${name} failed: ${(error as Error).message}`);
+      out[name] = { skipped: `failed: ${(error as Error).message}` };
+    }
   }
+  return out;
 }
 
 type Section = Awaited<ReturnType<typeof dialectSection>>;
@@ -566,17 +468,23 @@ async function main() {
   const postgres: Section | { skipped: string } = unreachable
     ? { skipped: unreachable }
     : await dialectSection("postgres");
-  const pgboss: PgBossSection | { skipped: string } =
-    unreachable || args["no-pgboss"] ? { skipped: unreachable ?? "--no-pgboss" } : await pgBossSection();
+  const peerRate =
+    "latency" in postgres ? postgres.latency.target_rate_per_s : sqlite.latency.target_rate_per_s;
+  const peers = unreachable || args["no-peers"] ? {} : await peerSections(peerRate);
 
-  const ratios: Record<string, number | null> = {};
-  for (const batch of BATCHES) {
-    const key = `batch_${batch}`;
-    const boss = "throughput" in pgboss ? pgboss.throughput[key]?.jobs_per_s.median : undefined;
-    const hangarPg = "throughput" in postgres ? postgres.throughput[key]?.jobs_per_s.median : undefined;
-    ratios[`hangar_postgres_over_pgboss_${key}`] = boss && hangarPg ? round(hangarPg / boss, 2) : null;
-    const hangarSqlite = sqlite.throughput[key]?.jobs_per_s.median;
-    ratios[`hangar_sqlite_over_pgboss_${key}`] = boss && hangarSqlite ? round(hangarSqlite / boss, 2) : null;
+  // Hangar on PostgreSQL over each peer: throughput ratio per batch size (above 1: Hangar is faster).
+  const ratios: Record<string, Record<string, number | null>> = {};
+  for (const [name, peer] of Object.entries(peers)) {
+    const byBatch: Record<string, number | null> = {};
+    for (const batch of BATCHES) {
+      const key = `batch_${batch}`;
+      const theirs = "throughput" in peer ? peer.throughput[key]?.jobs_per_s.median : undefined;
+      const ours = "throughput" in postgres ? postgres.throughput[key]?.jobs_per_s.median : undefined;
+      byBatch[`hangar_postgres_over_peer_${key}`] = theirs && ours ? round(ours / theirs, 2) : null;
+      const sqliteOurs = sqlite.throughput[key]?.jobs_per_s.median;
+      byBatch[`hangar_sqlite_over_peer_${key}`] = theirs && sqliteOurs ? round(sqliteOurs / theirs, 2) : null;
+    }
+    ratios[name] = byBatch;
   }
 
   const perDialect = (section: Section | { skipped: string }) => {
@@ -609,14 +517,16 @@ async function main() {
       fallback_poll_ms: FALLBACK_POLL_MS,
       notes: [
         "throughput = jobs / (first claim → last finish); the queue is filled beforehand (enqueue rate reported separately)",
-        "Hangar finishes each claimed job with its own finish() call (concurrently within a batch); pg-boss completes a batch in one call",
+        "Hangar finishes each claimed job with its own finish() call (concurrently within a batch); pg-boss completes a batch in one call; Graphile Worker and BullMQ run W × batch jobs at once with their own workers",
+        `Hangar claims with fair share on, over jobs of ${ORGS.length} orgs`,
+        `peers' latency runs at Hangar PostgreSQL's rate, ${SETTLE_MS} ms after their workers start`,
         "latency = performance.now() after claim() returns − performance.now() just before enqueue(), same process",
         "figures are median of reps with min/max; fresh SQLite file / PostgreSQL schema per measurement",
       ],
     },
     sqlite,
     postgres,
-    pgboss,
+    peers,
     ratios,
     targets: {
       throughput_jobs_per_s: TARGET_JOBS_PER_S,

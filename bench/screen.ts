@@ -21,7 +21,7 @@ import { boltz2Spec } from "../src/models/boltz2/spec.ts";
 import { cleanReceptorPdb } from "../src/models/vina/runner.ts";
 import { REPO_ROOT, type RunningServer, startServer } from "../src/server/server.ts";
 import { openStore } from "../src/store/index.ts";
-import { machine, percentile, progress, round, secondsSince } from "./lib.ts";
+import { machine, percentile, progress, round, secondsSince, waitHealthy } from "./lib.ts";
 
 const run = promisify(execFile);
 const { values: args } = parseArgs({
@@ -140,18 +140,8 @@ async function spawnServer(
     stdio: ["ignore", "ignore", "inherit"],
   });
   const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 300; i++) {
-    if (
-      await fetch(`${url}/healthz`).then(
-        (r) => r.ok,
-        () => false,
-      )
-    )
-      return { url, child };
-    await sleep(100);
-  }
-  child.kill("SIGKILL");
-  throw new Error("the bench server did not start");
+  await waitHealthy(url, child, "the bench server");
+  return { url, child };
 }
 
 /**

@@ -1,7 +1,8 @@
-import { resolve } from "node:path";
+import { spawn } from "node:child_process";
+import { join, resolve } from "node:path";
 import { Command, Option } from "commander";
 import { loadConfig } from "../config.ts";
-import { startServer } from "../server/server.ts";
+import { REPO_ROOT, startServer } from "../server/server.ts";
 import { addAccountCommands } from "./accounts.ts";
 import { ApiError, HangarClient } from "./client.ts";
 import { describeRun, downloadRun, pushDataset, submitNotebookRun, waitForRun } from "./commands.ts";
@@ -175,6 +176,23 @@ program
   .option("--out <dir>", "where to put the results", "hangar-output")
   .action(async (options: { dataDir: string; out: string }) => {
     process.exitCode = await quickstart(resolve(options.dataDir), resolve(options.out));
+  });
+
+program
+  .command("bench")
+  .description(
+    "run every benchmark beside its reference (peer queues, API load, batches, Vina, notebooks, provisioning, fair share) and write docs/benchmarks/report.{json,md}",
+  )
+  .option("--quick", "every suite small, under 3 minutes; writes quick-report.{json,md}")
+  .option("--only <suites>", "comma-separated: scheduler, api, screen, notebook, provisioning, fairshare")
+  .option("--out <dir>", "where the report goes", join(REPO_ROOT, "docs", "benchmarks"))
+  .action(async (options: { quick?: boolean; only?: string; out: string }) => {
+    // The benchmarks live in bench/ of the checkout, beside the references they install there.
+    const args = [join(REPO_ROOT, "bench", "run.ts"), "--out", resolve(options.out)];
+    if (options.quick) args.push("--quick");
+    if (options.only) args.push("--only", options.only);
+    const child = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: "inherit" });
+    process.exitCode = await new Promise<number>((done) => child.once("exit", (code) => done(code ?? 1)));
   });
 
 program.parseAsync(process.argv).catch((error: unknown) => {

@@ -3,6 +3,7 @@ import { createReadStream, existsSync } from "node:fs";
 import multipart from "@fastify/multipart";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
+import type { TSchema } from "@fastify/type-provider-typebox";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import type { AgentHub } from "../app/agent-hub.ts";
 import type { AppContext } from "../app/context.ts";
@@ -13,6 +14,13 @@ import { authRoutes } from "./routes/accounts.ts";
 import { agentRoutes } from "./routes/agent.ts";
 import { apiRoutes } from "./routes/api.ts";
 import { blobRoutes } from "./routes/blobs.ts";
+
+declare module "fastify" {
+  interface FastifySchema {
+    /** A multipart route's form, for the API document only (see the swagger transform below). */
+    uploadForm?: TSchema;
+  }
+}
 
 export interface HttpOptions {
   /** The bundled agent served at /agent.mjs, so a bare instance can fetch and run it. */
@@ -56,6 +64,13 @@ export async function buildHttpApp(
       },
       components: { securitySchemes: { apiKey: { type: "http", scheme: "bearer" } } },
       security: [{ apiKey: [] }],
+    },
+    // Multipart routes read their parts as streams, so their form is documented (`uploadForm`) but
+    // never given to Fastify as a body schema, which would validate a body they do not have.
+    transform: ({ schema, url }) => {
+      if (!schema?.uploadForm) return { schema, url };
+      const { uploadForm, ...rest } = schema;
+      return { schema: { ...rest, body: uploadForm }, url };
     },
   });
   await app.register(swaggerUi, { routePrefix: "/docs" });

@@ -5,7 +5,8 @@ import { type ServerProcess, spawnServer, stopServer, TEST_API_KEY } from "../he
 
 /**
  * Property-based tests of every route in the OpenAPI document: generated path parameters, query
- * strings, headers and bodies (schema-shaped and not) never get a 5xx, every 4xx carries the error
+ * strings, headers, bodies (schema-shaped and not) and, for upload routes, multipart forms shaped by
+ * their documented parts (hostile file names and contents) never get a 5xx, every 4xx carries the error
  * shape, and a rejected request changes nothing. `HANGAR_FUZZ_RUNS` sets the cases per route (20 here;
  * the full run in docs/testing.md uses 500) and `HANGAR_FUZZ_SEED` replays a failure.
  */
@@ -18,6 +19,8 @@ interface Operation {
   pathParams: string[];
   query: { name: string; schema: JsonSchema }[];
   body: JsonSchema | null;
+  /** A multipart route's documented form: its file and field parts. */
+  form: JsonSchema | null;
 }
 
 interface JsonSchema {
@@ -27,6 +30,7 @@ interface JsonSchema {
   enum?: unknown[];
   anyOf?: JsonSchema[];
   const?: unknown;
+  format?: string;
 }
 
 /** Values that break naive handlers: traversal, NUL, huge, unicode, numbers out of range, known ids. */
@@ -116,12 +120,83 @@ function operationsOf(doc: { paths: Record<string, Record<string, Record<string,
         path,
         pathParams: [...path.matchAll(/\{(\w+)\}/g)].map((m) => m[1]!),
         query: parameters.filter((p) => p.in === "query").map((p) => ({ name: p.name, schema: p.schema })),
+        // An upload route also gets JSON and raw bodies, which it must refuse cleanly.
         body: content?.["application/json"]?.schema ?? (content ? {} : null),
+        form: content?.["multipart/form-data"]?.schema ?? null,
       });
     }
   }
   return operations;
 }
+
+/** File contents that break naive upload handlers: binary, broken JSON, BOMs, notebooks of other versions. */
+const fileBytes = fc.oneof(
+  fc.uint8Array({ maxLength: 2_000 }),
+  fc.string({ maxLength: 200 }).map((text) => new TextEncoder().encode(text)),
+  fc
+    .constantFrom(
+      "",
+      "{",
+      "\uFEFF{}",
+      '{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []}',
+      '\uFEFF{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []}',
+      '{"nbformat": 3, "worksheets": []}',
+      '{"nbformat": 4, "cells": "no"}',
+      "name,smiles\r\naspirin,CC(=O)OC1=CC=CC=C1C(=O)O\r\n",
+      "smiles;name\nC;x\n",
+      "\u0000\u0000",
+    )
+    .map((text) => new TextEncoder().encode(text)),
+);
+
+/** One multipart part: a documented field or an undocumented one, a file or a plain value. */
+const formPart = (names: string[]) =>
+  fc.record({
+    field: fc.oneof(
+      { arbitrary: fc.constantFrom(...names), weight: 4 },
+      { arbitrary: hostileString, weight: 1 },
+    ),
+    fileName: fc.oneof(
+      fc.constant(null),
+      hostileString,
+      fc.constantFrom("a.ipynb", "data/x.csv", "../x.ipynb"),
+    ),
+    bytes: fileBytes,
+  });
+
+/** Headers beside auth and content type: caching, ranges, proxies, encodings, with odd values. */
+const headerValue = fc.oneof(
+  fc.string({ maxLength: 30 }).map((v) => v.replace(/[^\x20-\x7e]/g, "")),
+  fc.constantFrom(
+    "",
+    "*",
+    "bytes=0-",
+    "bytes=999999999-",
+    "gzip, br",
+    "../../x",
+    "x".repeat(4_000),
+    "-1",
+    "0",
+  ),
+);
+const extraHeaders = fc.dictionary(
+  fc.constantFrom(
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "range",
+    "if-none-match",
+    "if-modified-since",
+    "x-forwarded-for",
+    "x-request-id",
+    "origin",
+    "cookie",
+    "user-agent",
+    "transfer-encoding-x",
+  ),
+  headerValue,
+  { maxKeys: 3 },
+);
 
 /** Counts of everything a request could create or remove, read through the API as the admin. */
 async function fingerprint(server: ServerProcess): Promise<Record<string, number>> {
@@ -207,6 +282,14 @@ describe("fuzzing every route from the OpenAPI document", { timeout: 600_000 }, 
           },
         ),
         auth: fc.constantFrom(TEST_API_KEY, TEST_API_KEY, TEST_API_KEY, null, "hgr_wrong", "a.b.c"),
+        headers: extraHeaders,
+        upload:
+          operation.form === null
+            ? fc.constant(null)
+            : fc.option(fc.array(formPart(Object.keys(operation.form.properties ?? {})), { maxLength: 4 }), {
+                nil: null,
+                freq: 4,
+              }),
       });
       await fc.assert(
         fc.asyncProperty(request, async (input) => {
@@ -218,10 +301,18 @@ describe("fuzzing every route from the OpenAPI document", { timeout: 600_000 }, 
           for (const [name, value] of Object.entries(input.query)) {
             query.set(name, typeof value === "string" ? value : JSON.stringify(value));
           }
-          const headers: Record<string, string> = {};
+          const headers: Record<string, string> = { ...input.headers };
           if (input.auth) headers.authorization = `Bearer ${input.auth}`;
-          let body: string | undefined;
-          if (operation.method !== "GET" && operation.method !== "DELETE") {
+          let body: string | FormData | undefined;
+          if (input.upload !== null && input.rawBody === null) {
+            // fetch writes the multipart boundary into the content type itself.
+            const form = new FormData();
+            for (const part of input.upload) {
+              if (part.fileName === null) form.append(part.field, new TextDecoder().decode(part.bytes));
+              else form.append(part.field, new Blob([part.bytes]), part.fileName);
+            }
+            body = form;
+          } else if (operation.method !== "GET" && operation.method !== "DELETE") {
             body = input.rawBody ?? (input.body === undefined ? undefined : JSON.stringify(input.body));
             if (input.contentType && body !== undefined) headers["content-type"] = input.contentType;
           }

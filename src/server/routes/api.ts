@@ -116,6 +116,12 @@ export function apiRoutes(ctx: AppContext) {
           tags: ["notebooks"],
           summary: "Upload a notebook (multipart .ipynb)",
           consumes: ["multipart/form-data"],
+          uploadForm: Type.Object({
+            file: Type.String({
+              format: "binary",
+              description: "The .ipynb (nbformat 4); its file name names the notebook",
+            }),
+          }),
         },
       },
       async (request, reply) => {
@@ -142,6 +148,15 @@ export function apiRoutes(ctx: AppContext) {
           tags: ["datasets"],
           summary: "Upload one or many files as a dataset",
           consumes: ["multipart/form-data"],
+          uploadForm: Type.Object({
+            name: Type.Optional(
+              Type.String({ description: "The dataset's name (default: the first file's)" }),
+            ),
+            file: Type.Array(Type.String({ format: "binary" }), {
+              description:
+                "One part per file; each part's file name is its path inside the dataset (`sub/b.csv`)",
+            }),
+          }),
         },
       },
       async (request, reply) => {
