@@ -21,7 +21,6 @@ import { parseArgs } from "node:util";
 import { HangarClient } from "../src/cli/client.ts";
 import { loadConfig } from "../src/config.ts";
 import { LIVE_STATES } from "../src/domain/instance.ts";
-import { DEPLOYMENT_LABEL } from "../src/domain/reconcile.ts";
 import {
   DEFAULT_SIM_MARKET,
   InstanceHost,
@@ -30,6 +29,7 @@ import {
   seededRandom,
 } from "../src/providers/sim/index.ts";
 import { REPO_ROOT, type RunningServer, startServer } from "../src/server/server.ts";
+import { endEverything, launchWithRestarts } from "../test/chaos/sim-launches.ts";
 import { machine, percentile, progress, round, secondsSince } from "./lib.ts";
 
 const { values: args } = parseArgs({
@@ -145,52 +145,21 @@ async function leaks() {
     random: seededRandom(1000),
     maxInstances: LAUNCHES,
   });
-  let server = await start(dataDir, sim);
-  const deployment = server.ctx.config.deploymentId;
-  const offers = DEFAULT_SIM_MARKET.offers.filter((o) => !o.spot);
-  let launched = 0;
-  let refused = 0;
+  const first = await start(dataDir, sim);
   const started = performance.now();
-  const perRestart = Math.ceil(LAUNCHES / (RESTARTS + 1));
-  for (let i = 0; i < LAUNCHES; i += 10) {
-    const batch = Array.from({ length: Math.min(10, LAUNCHES - i) }, (_, k) => {
-      const spec = offers[(i + k) % offers.length]!;
-      const offer = {
-        provider: "sim",
-        id: spec.id,
-        gpu: spec.gpu,
-        gpuCount: spec.gpuCount,
-        gpuMemoryGb: spec.gpuMemoryGb,
-        vcpus: null,
-        memoryGb: null,
-        region: spec.region,
-        spot: false,
-        pricePerHour: spec.pricePerHour,
-        reliability: null,
-        fetchedAt: Date.now(),
-      };
-      return server.scheduler.launch(sim, { gpus: [], offer }).then(
-        () => launched++,
-        () => refused++,
-      );
-    });
-    await Promise.all(batch);
-    if ((i + 10) % perRestart < 10 && i + 10 < LAUNCHES) {
-      progress(`${i + 10} launches: restarting the control plane`);
-      await server.close();
-      server = await start(dataDir, sim);
-    }
-  }
+  const { server, launched, refused } = await launchWithRestarts({
+    server: first,
+    start: () => start(dataDir, sim),
+    sim,
+    offers: DEFAULT_SIM_MARKET.offers.filter((o) => !o.spot),
+    launches: LAUNCHES,
+    restarts: RESTARTS,
+    onRestart: (done) => progress(`${done} launches: restarting the control plane`),
+  });
   const madeAtProvider = sim.liveInstances().length;
   progress(`${LAUNCHES} launches (${refused} refused or timed out); ending every instance`);
-  for (const instance of await server.ctx.store.listInstances({ provider: "sim", states: LIVE_STATES })) {
-    await server.scheduler.terminate(instance, "benchmark over");
-  }
-  const endStarted = performance.now();
-  const ours = () => sim.liveInstances().filter((i) => i.labels[DEPLOYMENT_LABEL] === deployment);
-  while (ours().length > 0 && performance.now() - endStarted < 120_000) await sleep(250);
-  const leaked = ours().length;
-  const converged = secondsSince(endStarted);
+  const { leaked, waitStartedAt } = await endEverything(server, sim);
+  const converged = secondsSince(waitStartedAt);
   await server.close();
   await sim.close();
   await rm(dataDir, { recursive: true, force: true });

@@ -3,10 +3,12 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import type { ProviderApiError } from "../../src/providers/http.ts";
 import {
   DEFAULT_SIM_MARKET,
   drawApiFault,
   drawBootFate,
+  drawNoCapacity,
   drawPreemptionAfterS,
   InstanceHost,
   type SimMarket,
@@ -29,11 +31,27 @@ const QUICK: SimMarket = {
 
 runComputeConformance("sim", async () => {
   const root = await mkdtemp(join(tmpdir(), "hangar-sim-"));
-  const provider = new SimProvider({ market: QUICK, host: new InstanceHost(root), random: seededRandom(7) });
+  // The market finds no capacity for as many launches as the suite asks it to, then has room again.
+  let refusals = 0;
+  const market: SimMarket = {
+    offers: QUICK.offers,
+    behaviour: {
+      ...QUICK.behaviour,
+      get noCapacityRate() {
+        if (refusals === 0) return 0;
+        refusals--;
+        return 1;
+      },
+    },
+  };
+  const provider = new SimProvider({ market, host: new InstanceHost(root), random: seededRandom(7) });
   return {
     provider,
     offer: async () => (await provider.offers({ gpu: "RTX4090", spot: false }))[0]!,
     bootstrapCommand: "sleep 600",
+    refuseNextLaunch: () => {
+      refusals++;
+    },
     close: async () => {
       await provider.close();
       await rm(root, { recursive: true, force: true });
@@ -95,6 +113,40 @@ describe("the simulated market's draws", () => {
       provider.liveInstances().map((i) => i.labels.hangar_instance),
       ["inst_lost"],
     );
+    await provider.close();
+  });
+
+  it("a launch refused for want of capacity makes nothing, and a rate of 0 draws nothing", async () => {
+    const random = seededRandom(11);
+    const refusals = draws(20_000, () => drawNoCapacity(0.05, random)).filter(Boolean).length / 20_000;
+    assert.ok(Math.abs(refusals - 0.05) < 0.005, `no-capacity rate ${refusals}`);
+    let drawn = 0;
+    assert.equal(
+      drawNoCapacity(0, () => drawn++),
+      false,
+    );
+    assert.equal(drawn, 0);
+
+    const market: SimMarket = { ...QUICK, behaviour: { ...QUICK.behaviour, noCapacityRate: 1 } };
+    const provider = new SimProvider({ market, random: seededRandom(3) });
+    const launch = provider.launch({
+      instanceId: "inst_full",
+      agentEnv: {},
+      gpus: [],
+      labels: { hangar_deployment: "d", hangar_instance: "inst_full" },
+      offer: (await provider.offers({}))[0]!,
+      image: "",
+      bootstrapCommand: "",
+      diskGb: 10,
+    });
+    await assert.rejects(launch, (error: ProviderApiError) => {
+      assert.match(error.message, /no capacity/);
+      assert.deepEqual([error.status, error.retryable], [409, true]);
+      return true;
+    });
+    assert.deepEqual(provider.liveInstances(), []);
+    assert.deepEqual(provider.instances(), []);
+    assert.deepEqual(provider.injectedFaults(), { launch: { no_capacity: 1 } });
     await provider.close();
   });
 });

@@ -2,10 +2,10 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { InstanceHost } from "./instance-host.ts";
 import { DEFAULT_SIM_MARKET, type SimMarket } from "./sim-market.ts";
-import { SimProvider } from "./sim-provider.ts";
+import { type SimInstanceRecord, SimProvider } from "./sim-provider.ts";
 
 export * from "./sim-market.ts";
-export { InstanceHost, SimProvider };
+export { InstanceHost, type SimInstanceRecord, SimProvider };
 
 /**
  * The simulated market when HANGAR_SIM is set: `1` for the default market, or the path of a JSON

@@ -6,8 +6,9 @@
  * mature tools' issue trackers): boot times with a long tail (log-normal), a share of launches that
  * never boot (Vast boot failures such as `OCI runtime create failed`), a share stuck provisioning
  * for good (RunPod pods that never get a machine), spot instances taken back at random (an
- * exponential hazard per hour), and API calls that fail (5xx, 429, timeouts, including a create
- * whose answer is lost after the instance was made — the case that leaks instances).
+ * exponential hazard per hour), API calls that fail (5xx, 429, timeouts, including a create whose
+ * answer is lost after the instance was made — the case that leaks instances), and launches refused
+ * for want of capacity (the offer's machines were taken between the quote and the launch).
  */
 export interface SimOfferSpec {
   id: string;
@@ -35,6 +36,12 @@ export interface SimBehaviour {
   preemptionsPerHour: number;
   /** Share of API calls that fail: a 5xx, a 429, or a timeout. */
   apiFaultRate: number;
+  /**
+   * Share of the launches the API answered that are refused for want of capacity: every machine
+   * behind the offer was taken since it was quoted (Vast's `no_such_ask`, RunPod's "no longer any
+   * instances available", TensorDock's "out of stock"). Nothing is made; another offer may launch.
+   */
+  noCapacityRate: number;
   /** What the bill adds to the quote (0.02: the created instance costs 2% more than quoted). */
   billedOverQuote: number;
   /** Simulated seconds per real second: 60 makes a one-minute boot take one second. */
@@ -116,6 +123,7 @@ export const DEFAULT_SIM_MARKET: SimMarket = {
     stuckRate: 0.03,
     preemptionsPerHour: 0.1,
     apiFaultRate: 0,
+    noCapacityRate: 0,
     billedOverQuote: 0.02,
     timeScale: 1,
   },
@@ -139,11 +147,22 @@ export function drawPreemptionAfterS(perHour: number, random: () => number): num
 
 export type ApiFault = "server_error" | "rate_limited" | "timeout";
 
+/** Every fault the market injects: a failed API call, a launch refused for capacity, a preemption. */
+export type SimFault = ApiFault | "no_capacity" | "preemption";
+
 /** Whether one API call fails, and how. */
 export function drawApiFault(rate: number, random: () => number): ApiFault | null {
   if (random() >= rate) return null;
   const kinds: ApiFault[] = ["server_error", "rate_limited", "timeout"];
   return kinds[Math.floor(random() * kinds.length)]!;
+}
+
+/**
+ * Whether a launch the API answered finds no capacity. Draws nothing at a rate of 0, so a seeded
+ * market without this fault repeats exactly as it did before the fault existed.
+ */
+export function drawNoCapacity(rate: number, random: () => number): boolean {
+  return rate > 0 && random() < rate;
 }
 
 /** A log-normal draw with the given median (Box–Muller for the normal part). */

@@ -15,7 +15,9 @@ import {
   type BootFate,
   drawApiFault,
   drawBootFate,
+  drawNoCapacity,
   drawPreemptionAfterS,
+  type SimFault,
   type SimMarket,
 } from "./sim-market.ts";
 
@@ -26,6 +28,18 @@ interface SimInstance {
   fate: BootFate;
   status: ProviderInstanceStatus;
   timers: NodeJS.Timeout[];
+  /** When the market made it, and when it went (terminated, or the market closed); epoch ms. */
+  createdAt: number;
+  endedAt: number | null;
+}
+
+/** An instance the market made, gone or not, as a benchmark or test audits the market's side. */
+export interface SimInstanceRecord {
+  id: string;
+  labels: Record<string, string>;
+  status: ProviderInstanceStatus;
+  createdAt: number;
+  endedAt: number | null;
 }
 
 export interface SimProviderOptions {
@@ -40,11 +54,12 @@ export interface SimProviderOptions {
 
 /**
  * A market that behaves like the GPU clouds, for benchmarks, chaos tests and a first try of the
- * cloud path without an account: its offers, boot times, boot failures, stuck launches, preemptions
- * and API faults are drawn from `market` (sim-market.ts). A booted instance runs the launch's real
- * bootstrap command on this host, so the real agent registers and runs the work. The market lives
- * in this process: an instance it does not know (after a restart) is `gone`, and the control plane
- * ends it (its agent is told its instance is terminated).
+ * cloud path without an account: its offers, boot times, boot failures, stuck launches, preemptions,
+ * API faults and launches refused for want of capacity are drawn from `market` (sim-market.ts). A
+ * booted instance runs the launch's real bootstrap command on this host, so the real agent
+ * registers and runs the work. The market lives in this process: an instance it does not know
+ * (after a restart) is `gone`, and the control plane ends it (its agent is told its instance is
+ * terminated).
  */
 export class SimProvider implements ComputeProvider {
   readonly name = "sim";
@@ -54,6 +69,8 @@ export class SimProvider implements ComputeProvider {
   readonly #host: InstanceHost | undefined;
   readonly #random: () => number;
   readonly #instances = new Map<string, SimInstance>();
+  /** Faults injected so far, per call (`launch`, `describe`, …; `running` for preemptions) and kind. */
+  readonly #faults = new Map<string, Map<SimFault, number>>();
   #launched = 0;
 
   constructor(options: SimProviderOptions) {
@@ -98,13 +115,23 @@ export class SimProvider implements ComputeProvider {
 
   /**
    * A timeout here is the dangerous kind: the instance was made, only the answer was lost, so the
-   * control plane does not know it — the reconciler must find it by its labels.
+   * control plane does not know it — the reconciler must find it by its labels. A launch refused for
+   * want of capacity makes nothing (a retryable 409: another offer, or this one later, may launch).
    */
   async launch(spec: LaunchSpec): Promise<LaunchResult> {
     const fault = this.#maybeFail("launch", ["server_error", "rate_limited"]);
     const offer = this.#market.offers.find((o) => o.id === spec.offer?.id);
     if (!offer)
       throw new ProviderApiError(this.name, 404, `no such offer: ${spec.offer?.id ?? "none"}`, false);
+    if (fault === null && drawNoCapacity(this.#market.behaviour.noCapacityRate, this.#random)) {
+      this.#count("launch", "no_capacity");
+      throw new ProviderApiError(
+        this.name,
+        409,
+        `launch: no capacity left on ${offer.id} (every machine behind it is taken)`,
+        true,
+      );
+    }
     const id = `sim-${(++this.#launched).toString().padStart(6, "0")}`;
     const instance: SimInstance = {
       id,
@@ -113,6 +140,8 @@ export class SimProvider implements ComputeProvider {
       fate: drawBootFate(this.#market.behaviour, this.#random),
       status: "booting",
       timers: [],
+      createdAt: Date.now(),
+      endedAt: null,
     };
     this.#instances.set(id, instance);
     this.#schedule(instance, offer.spot, spec);
@@ -144,6 +173,7 @@ export class SimProvider implements ComputeProvider {
     if (!instance || instance.status === "gone") return;
     for (const timer of instance.timers) clearTimeout(timer);
     instance.status = "gone";
+    instance.endedAt = Date.now();
     await this.#host?.halt(providerInstanceId);
   }
 
@@ -154,10 +184,29 @@ export class SimProvider implements ComputeProvider {
       .map(({ id, labels, status }) => ({ id, labels, status }));
   }
 
+  /** Every instance the market made, gone ones included, with when it was made and went. */
+  instances(): SimInstanceRecord[] {
+    return [...this.#instances.values()].map(({ id, labels, status, createdAt, endedAt }) => ({
+      id,
+      labels,
+      status,
+      createdAt,
+      endedAt,
+    }));
+  }
+
+  /** The faults injected so far, per call (`running` holds the preemptions) and kind. */
+  injectedFaults(): Record<string, Partial<Record<SimFault, number>>> {
+    return Object.fromEntries(
+      [...this.#faults.entries()].map(([call, kinds]) => [call, Object.fromEntries(kinds.entries())]),
+    );
+  }
+
   /** The market lives in this process: it ends with it, and so do its instances. */
   async close(): Promise<void> {
     for (const instance of this.#instances.values()) {
       for (const timer of instance.timers) clearTimeout(timer);
+      if (instance.status !== "gone") instance.endedAt = Date.now();
       instance.status = "gone";
     }
     await this.#host?.haltAll();
@@ -182,6 +231,7 @@ export class SimProvider implements ComputeProvider {
       const preempted = setTimeout(() => {
         if (instance.status !== "running") return;
         instance.status = "preempted";
+        this.#count("running", "preemption");
         void this.#host?.halt(instance.id);
       }, realMs(afterS));
       preempted.unref();
@@ -195,8 +245,15 @@ export class SimProvider implements ComputeProvider {
   #maybeFail(call: string, failFirst: readonly ApiFault[] = ["server_error", "rate_limited", "timeout"]) {
     const fault = drawApiFault(this.#market.behaviour.apiFaultRate, this.#random);
     if (fault === null) return null;
+    this.#count(call, fault);
     if (!failFirst.includes(fault)) return fault;
     const status = fault === "server_error" ? 503 : fault === "rate_limited" ? 429 : 0;
     throw new ProviderApiError(this.name, status, `${call}: injected ${fault.replace("_", " ")}`, true);
+  }
+
+  #count(call: string, fault: SimFault): void {
+    const kinds = this.#faults.get(call) ?? new Map<SimFault, number>();
+    kinds.set(fault, (kinds.get(fault) ?? 0) + 1);
+    this.#faults.set(call, kinds);
   }
 }
