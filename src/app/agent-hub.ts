@@ -1,7 +1,7 @@
 import { once } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
 import { assertSafeRelativePath } from "../blob/keys.ts";
-import { badRequest, conflict, HangarError, unauthorized } from "../domain/errors.ts";
+import { badRequest, conflict, HangarError, notReady, unauthorized } from "../domain/errors.ts";
 import type { Instance } from "../domain/instance.ts";
 import { isTerminal, type Job, type JobError, type JobProgress } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
@@ -118,6 +118,13 @@ export class AgentHub {
   }
 
   async register(instanceId: string, bootstrapToken: string): Promise<{ agentToken: string }> {
+    const [instance] = await this.#ctx.store.listInstances({ ids: [instanceId] });
+    // A machine can boot before its launch is recorded, and never have it recorded when the control
+    // plane restarted between the provider's create and the record: with no price and no provider
+    // id, its work would be charged nothing. Its agent retries (a 5xx) until the launch is recorded;
+    // otherwise the boot timeout ends the record and the reconciler the machine.
+    if (instance?.state === "provisioning" && instance.providerInstanceId === null)
+      throw notReady("launch_not_recorded", `The launch of ${instanceId} is not recorded yet; retry`);
     const agentToken = generateSecret("hga_");
     const ok = await this.#ctx.store.registerInstance(
       instanceId,

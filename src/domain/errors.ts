@@ -33,3 +33,5 @@ export const tooManyRequests = (limit: string, retryAfterS: number) =>
     limit,
     retry_after_s: retryAfterS,
   });
+/** A request that cannot be served yet; the caller retries it as it would a server restart. */
+export const notReady = (code: string, message: string) => new HangarError(503, code, message);

@@ -199,10 +199,23 @@ for (const dialect of DIALECTS) {
             createdAt: Date.now(),
           });
           const url = servers[n % 2]!.url;
+          const early = await post(url, "/agent/v1/register", {
+            instance_id: id,
+            bootstrap_token: bootstrap,
+          });
+          // Until its launch is recorded (provider id and price), an instance's agent is asked to retry.
+          assert.equal(early.status, 503);
+          assert.equal((early.body as { error: { code: string } }).error.code, "launch_not_recorded");
+          await store.recordLaunch(id, {
+            providerInstanceId: `test-${n}`,
+            machineId: "test",
+            pricePerHour: 0,
+          });
           const register = await post(url, "/agent/v1/register", {
             instance_id: id,
             bootstrap_token: bootstrap,
           });
+          assert.equal(register.status, 200);
           return {
             url,
             token: (register.body as { agent_token: string }).agent_token,
