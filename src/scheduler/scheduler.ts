@@ -42,7 +42,9 @@ const VALIDATION_LEASE_MS = 10 * 60_000;
 
 /**
  * The periodic loops. Each tick of each loop runs on exactly one server process in the cluster,
- * through the store's cadence gate, so several replicas on one PostgreSQL never double up.
+ * through the store's cadence gate, so several replicas on one PostgreSQL never double up: not even
+ * when a pass outlasts its interval (a provisioning pass launching instances), which would otherwise
+ * let a second replica launch for the same need past the providers' caps.
  */
 export class Scheduler {
   readonly #ctx: AppContext;
@@ -115,40 +117,43 @@ export class Scheduler {
         this.#ctx.log.info("cloud credentials changed; providers rebuilt");
     }
     // After a restart, agents get one lease period to reconnect before their leases count as lapsed.
-    if (now - this.#startedAt >= config.leaseS * 1000 && (await store.tryRunLoop("reap", interval, now))) {
-      await this.reap(now);
+    if (now - this.#startedAt >= config.leaseS * 1000) {
+      await store.runLoop("reap", interval, now, () => this.reap(now));
     }
-    if (await store.tryRunLoop("instances", interval, now)) await this.superviseInstances(now);
-    if (!this.#ctx.draining && (await store.tryRunLoop("provision", interval, now)))
-      await this.provision(now);
-    if (await store.tryRunLoop("batch_artifacts", interval, now)) await this.refreshBatchArtifacts(now);
+    await store.runLoop("instances", interval, now, () => this.superviseInstances(now));
+    if (!this.#ctx.draining) await store.runLoop("provision", interval, now, () => this.provision(now));
+    await store.runLoop("batch_artifacts", interval, now, () => this.refreshBatchArtifacts(now));
     const reconcileMs = config.reconcileIntervalS * 1000;
     for (const provider of this.#ctx.providers) {
-      // A provider that lists per host is reconciled by every server for its host; others once per cluster.
-      const reconcileDue = provider.capabilities.listsPerHost
-        ? now - (this.#reconciledAt.get(provider.name) ?? Number.NEGATIVE_INFINITY) >= reconcileMs
-        : await store.tryRunLoop(`reconcile:${provider.name}`, reconcileMs, now);
-      if (reconcileDue) {
+      const reconcile = async () => {
         this.#reconciledAt.set(provider.name, now);
         await this.reconcile(provider, now).catch((error: unknown) =>
           this.#ctx.log.error({ err: error, provider: provider.name }, "reconciling a provider failed"),
         );
+      };
+      // A provider that lists per host is reconciled by every server for its host; others once per cluster.
+      if (!provider.capabilities.listsPerHost) {
+        await store.runLoop(`reconcile:${provider.name}`, reconcileMs, now, reconcile);
+      } else if (now - (this.#reconciledAt.get(provider.name) ?? Number.NEGATIVE_INFINITY) >= reconcileMs) {
+        await reconcile();
       }
     }
     const snapshotMs = config.marketSnapshotS * 1000;
-    if (snapshotMs > 0 && (await store.tryRunLoop("market_snapshot", snapshotMs, now))) {
-      await this.snapshotMarket(now).catch((error: unknown) =>
-        this.#ctx.log.error({ err: error }, "taking a market snapshot failed"),
+    if (snapshotMs > 0) {
+      await store.runLoop("market_snapshot", snapshotMs, now, () =>
+        this.snapshotMarket(now).catch((error: unknown) =>
+          this.#ctx.log.error({ err: error }, "taking a market snapshot failed"),
+        ),
       );
     }
-    if (!this.#validating && (await store.tryRunLoop("batch_validation", interval, now))) {
-      await this.startBatchValidation(now);
+    if (!this.#validating) {
+      await store.runLoop("batch_validation", interval, now, () => this.startBatchValidation(now));
     }
-    if (await store.tryRunLoop("billing", config.billingIntervalS * 1000, now)) {
-      await billingPass(this.#ctx).catch((error: unknown) =>
+    await store.runLoop("billing", config.billingIntervalS * 1000, now, () =>
+      billingPass(this.#ctx).catch((error: unknown) =>
         this.#ctx.log.error({ err: error }, "the billing pass failed"),
-      );
-    }
+      ),
+    );
   }
 
   /** Keeps the market view's prices now for its history, and drops snapshots past the history's reach. */

@@ -1409,6 +1409,54 @@ export class KyselyStore implements Store {
     return counts;
   }
 
+  /**
+   * On PostgreSQL the loop's row stays locked, by a transaction left open, while the pass runs on the
+   * pool's other connections: every other process skips the locked row, and PostgreSQL ends the
+   * transaction, and with it the lock, when the connection of a process killed mid-pass drops.
+   */
+  async runLoop(name: string, intervalMs: number, now: number, pass: () => Promise<void>): Promise<boolean> {
+    if (!this.capabilities.skipLocked) {
+      if (!(await this.tryRunLoop(name, intervalMs, now))) return false;
+      await pass();
+      return true;
+    }
+    // Most calls are not this loop's turn: a plain read answers those without a transaction.
+    const loop = await this.#db
+      .selectFrom("cluster_loops")
+      .select("last_run_at")
+      .where("name", "=", name)
+      .executeTakeFirst();
+    if (loop && loop.last_run_at > now - intervalMs) return false;
+    if (!loop) {
+      await this.#db
+        .insertInto("cluster_loops")
+        .values({ name, last_run_at: 0 })
+        .onConflict((oc) => oc.column("name").doNothing())
+        .execute();
+    }
+    let ran = false;
+    let failure: { error: unknown } | null = null;
+    await this.#db.transaction().execute(async (trx) => {
+      const turn = await trx
+        .selectFrom("cluster_loops")
+        .select("name")
+        .where("name", "=", name)
+        .where("last_run_at", "<=", now - intervalMs)
+        .forUpdate()
+        .skipLocked()
+        .executeTakeFirst();
+      if (!turn) return;
+      await trx.updateTable("cluster_loops").set({ last_run_at: now }).where("name", "=", name).execute();
+      ran = true;
+      // A failed pass still took its turn, as with tryRunLoop: the next is an interval away.
+      await pass().catch((error: unknown) => {
+        failure = { error };
+      });
+    });
+    if (failure) throw (failure as { error: unknown }).error;
+    return ran;
+  }
+
   /** pg-boss's cadence gate: the conditional UPDATE succeeds for one caller per interval. */
   async tryRunLoop(name: string, intervalMs: number, now: number): Promise<boolean> {
     await this.#db

@@ -38,7 +38,7 @@ export const ligands = (count: number) =>
   }));
 
 /** Writes the stand-in as `<dir>/boltz` (for HANGAR_BOLTZ_CMD) with an empty log beside it. */
-async function installStandIn(dir: string): Promise<void> {
+export async function installStandIn(dir: string): Promise<void> {
   await writeFile(join(dir, "boltz"), standIn(join(dir, "completed.log")));
   await chmod(join(dir, "boltz"), 0o755);
   await writeFile(join(dir, "completed.log"), "");

@@ -847,5 +847,47 @@ for (const dialect of DIALECTS) {
       assert.equal(await store.tryRunLoop("reaper", 1000, 5_500), false);
       assert.equal(await store.tryRunLoop("reaper", 1000, 6_000), true);
     });
+
+    it("runs a loop's pass on one process per interval, and on PostgreSQL never two passes at once", async () => {
+      const stores = [store, fixture.open(), fixture.open()];
+      let passes = 0;
+      const wins = await Promise.all(
+        stores.map((s) =>
+          s.runLoop("provision", 1000, 5_000, async () => {
+            passes++;
+          }),
+        ),
+      );
+      assert.deepEqual([wins.filter(Boolean).length, passes], [1, 1]);
+      assert.equal(
+        await store.runLoop("provision", 1000, 5_500, async () => assert.fail("not its turn")),
+        false,
+      );
+      // A pass that outlasts its interval: the next turn waits for it where replicas share a database.
+      let endPass!: () => void;
+      let started!: () => void;
+      const running = new Promise<void>((resolve) => {
+        started = resolve;
+      });
+      const long = store.runLoop("provision", 1000, 6_000, async () => {
+        started();
+        await new Promise<void>((resolve) => {
+          endPass = resolve;
+        });
+      });
+      await running;
+      const overlapped = await stores[1]!.runLoop("provision", 1000, 7_500, async () => undefined);
+      assert.equal(overlapped, !store.capabilities.skipLocked, "a second pass while the first runs");
+      endPass();
+      assert.equal(await long, true);
+      // A failed pass still took its turn, and its error reaches the caller.
+      await assert.rejects(
+        stores[2]!.runLoop("provision", 1000, 9_000, async () => {
+          throw new Error("pass failed");
+        }),
+        /pass failed/,
+      );
+      assert.equal(await store.runLoop("provision", 1000, 9_500, async () => undefined), false);
+    });
   });
 }

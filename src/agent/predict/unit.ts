@@ -170,7 +170,7 @@ export class PredictionUnitRunner {
       let next = 0;
       const lane = async () => {
         for (let group = groups[next++]; group; group = groups[next++]) {
-          await this.#runGroup(runner, context, group, { logs, stops, finish });
+          await this.#runGroup(runner, context, group, { logs, stops, stop, finish });
           await report();
         }
       };
@@ -229,6 +229,7 @@ export class PredictionUnitRunner {
     unit: {
       logs: Map<string, LogShipper>;
       stops: Map<string, AbortController>;
+      stop: (jobId: string, reason: StopReason) => void;
       finish: (item: PredictionItem, body: FinishBody) => Promise<void>;
     },
   ): Promise<void> {
@@ -239,7 +240,18 @@ export class PredictionUnitRunner {
     const byInput = new Map(live.map((item) => [item.input.id, item]));
     const report = async (result: PredictionResult) => {
       const item = byInput.get(result.inputId);
-      if (item) await unit.finish(item, await this.#finishBody(item, result, runner));
+      if (!item) return;
+      let body: FinishBody;
+      try {
+        body = await this.#finishBody(item, result, runner);
+      } catch (error) {
+        // This child's lease is gone (it lapsed and the job moved on): it alone is dropped, and its
+        // unit-mates' results are still reported, instead of the agent failing the whole unit.
+        if (!(error instanceof ControlPlaneError && error.code === "lease_lost")) throw error;
+        unit.stop(item.job_id, "lease_lost");
+        body = { status: "cancelled" };
+      }
+      await unit.finish(item, body);
     };
     const prepared = await runner.prepare(inputs, context);
     for (const failure of prepared.failed) await report(failure);
