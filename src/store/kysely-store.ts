@@ -1515,23 +1515,37 @@ interface OrgShares {
 }
 
 async function orgShares(db: Kysely<Database>): Promise<OrgShares> {
-  const counts = await db
-    .selectFrom("jobs")
-    .select([
-      "org_id",
-      (eb) => eb.fn.countAll<number>().as("jobs"),
-      (eb) => eb.fn.sum<number>("gpu_count").as("gpus"),
-      (eb) => eb.fn.count<number>("lease_owner").distinct().as("instances"),
-    ])
-    .where("status", "=", "running")
-    .groupBy("org_id")
-    .execute();
+  // One round trip on the claim's hot path: every org with its limits and what it runs now.
   const orgs = await db
     .selectFrom("orgs")
-    .select(["id", "max_running_jobs", "max_gpus", "max_instances"])
+    .leftJoin(
+      (eb) =>
+        eb
+          .selectFrom("jobs")
+          .select([
+            "org_id",
+            (e) => e.fn.countAll<number>().as("jobs"),
+            (e) => e.fn.sum<number>("gpu_count").as("gpus"),
+            (e) => e.fn.count<number>("lease_owner").distinct().as("instances"),
+          ])
+          .where("status", "=", "running")
+          .groupBy("org_id")
+          .as("counts"),
+      (join) => join.onRef("counts.org_id", "=", "orgs.id"),
+    )
+    .select([
+      "orgs.id",
+      "orgs.max_running_jobs",
+      "orgs.max_gpus",
+      "orgs.max_instances",
+      "counts.jobs",
+      "counts.gpus",
+      "counts.instances",
+    ])
     .execute();
-  const running = new Map(counts.map((row) => [row.org_id, Number(row.jobs)]));
-  const gpus = new Map(counts.map((row) => [row.org_id, Number(row.gpus ?? 0)]));
+  const counts = orgs.filter((org) => org.jobs !== null);
+  const running = new Map(counts.map((org) => [org.id, Number(org.jobs)]));
+  const gpus = new Map(counts.map((org) => [org.id, Number(org.gpus ?? 0)]));
   const jobRoom = new Map<string, number>();
   const gpuRoom = new Map<string, number>();
   for (const org of orgs) {
@@ -1542,7 +1556,7 @@ async function orgShares(db: Kysely<Database>): Promise<OrgShares> {
   }
   // An instance asking for work holds none (agents run one unit at a time), so any claim for an org
   // at its instance limit would occupy one instance more.
-  const instances = new Map(counts.map((row) => [row.org_id, Number(row.instances)]));
+  const instances = new Map(counts.map((org) => [org.id, Number(org.instances)]));
   const atInstanceLimit = orgs.filter(
     (org) => org.max_instances !== null && (instances.get(org.id) ?? 0) >= org.max_instances,
   );

@@ -376,6 +376,19 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0010_single_claim_index": {
+    // The claim of jobs outside batches (`status = ? AND batch_id IS NULL ORDER BY priority DESC, id`)
+    // walked jobs_batch and sorted every queued job on each claim: Kysely binds 'queued' as a
+    // parameter, which SQLite cannot match to jobs_claim's partial WHERE. With both equalities leading
+    // and the order after them, the first rows of the index are the claim's candidates.
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createIndex("jobs_single_claim")
+        .on("jobs")
+        .columns(["status", "batch_id", "priority desc", "id"])
+        .execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {
