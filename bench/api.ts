@@ -21,7 +21,16 @@ import { parseArgs } from "node:util";
 import pg from "pg";
 import { HangarClient } from "../src/cli/client.ts";
 import { REPO_ROOT } from "../src/server/server.ts";
-import { machine, progress, round, secondsSince, spread, waitHealthy } from "./lib.ts";
+import {
+  machine,
+  progress,
+  randomPort,
+  round,
+  secondsSince,
+  spawnHangarServer,
+  spread,
+  waitHealthy,
+} from "./lib.ts";
 import { ensureBenchPackages, importBenchPackage } from "./queue-peers.ts";
 
 const { values: args } = parseArgs({
@@ -53,28 +62,13 @@ interface Target {
   child: ChildProcess;
 }
 
-const randomPort = () => 20_000 + Math.floor(Math.random() * 20_000);
-
-/** A real `./hangar server`, started as users start it. */
-async function hangarServer(dir: string, env: Record<string, string>): Promise<Target> {
-  const port = randomPort();
-  const child = spawn(join(REPO_ROOT, "hangar"), ["server"], {
-    env: {
-      ...process.env,
-      HANGAR_PORT: String(port),
-      HANGAR_DATA_DIR: dir,
-      HANGAR_BOOTSTRAP_API_KEY: API_KEY,
-      HANGAR_LOG_LEVEL: process.env.HANGAR_BENCH_LOG_LEVEL ?? "warn",
-      HANGAR_RATE_LIMIT_PER_MINUTE: "0",
-      HANGAR_ORG_RATE_LIMIT_PER_MINUTE: "0",
-      ...env,
-    },
-    stdio: ["ignore", "ignore", "inherit"],
+/** A real `./hangar server` with rate limits off, so the server, not the limiter, is measured. */
+const hangarServer = (dir: string, env: Record<string, string>): Promise<Target> =>
+  spawnHangarServer(REPO_ROOT, dir, API_KEY, {
+    HANGAR_RATE_LIMIT_PER_MINUTE: "0",
+    HANGAR_ORG_RATE_LIMIT_PER_MINUTE: "0",
+    ...env,
   });
-  const url = `http://127.0.0.1:${port}`;
-  await waitHealthy(url, child, "the Hangar server");
-  return { url, child };
-}
 
 /** The reference: Fastify alone, serving `body` as JSON from memory on GET /ref and POST /ref. */
 async function bareFastify(body: string): Promise<Target> {

@@ -1,5 +1,6 @@
-import type { ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { cpus, loadavg, totalmem } from "node:os";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
 /** Progress goes to stderr; stdout carries only the final JSON object. */
@@ -71,4 +72,30 @@ export async function waitHealthy(url: string, child: ChildProcess, what: string
   }
   child.kill("SIGKILL");
   throw new Error(`${what} did not start`);
+}
+
+export const randomPort = () => 20_000 + Math.floor(Math.random() * 20_000);
+
+/** A real `./hangar server` process, started as users start it, so it is measured on its own. */
+export async function spawnHangarServer(
+  repoRoot: string,
+  dir: string,
+  apiKey: string,
+  env: Record<string, string>,
+): Promise<{ url: string; child: ChildProcess }> {
+  const port = randomPort();
+  const child = spawn(join(repoRoot, "hangar"), ["server"], {
+    env: {
+      ...process.env,
+      HANGAR_PORT: String(port),
+      HANGAR_DATA_DIR: dir,
+      HANGAR_BOOTSTRAP_API_KEY: apiKey,
+      HANGAR_LOG_LEVEL: process.env.HANGAR_BENCH_LOG_LEVEL ?? "warn",
+      ...env,
+    },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await waitHealthy(url, child, "the Hangar server");
+  return { url, child };
 }

@@ -6,7 +6,7 @@
  *   node bench/screen.ts [--ligands 100000] [--vina-ligands 20] [--exhaustiveness 8] [--model-seconds 0.25]
  *                        [--skip-postgres] [--skip-vina]
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,7 +21,7 @@ import { boltz2Spec } from "../src/models/boltz2/spec.ts";
 import { cleanReceptorPdb } from "../src/models/vina/runner.ts";
 import { REPO_ROOT, type RunningServer, startServer } from "../src/server/server.ts";
 import { openStore } from "../src/store/index.ts";
-import { machine, percentile, progress, round, secondsSince, waitHealthy } from "./lib.ts";
+import { machine, percentile, progress, round, secondsSince, spawnHangarServer } from "./lib.ts";
 
 const run = promisify(execFile);
 const { values: args } = parseArgs({
@@ -122,28 +122,6 @@ async function peakRssMiB(pid: number): Promise<number> {
   return round(kib / 1024, 0);
 }
 
-/** A real `./hangar server` process, started as users start it, so its memory is measured on its own. */
-async function spawnServer(
-  dir: string,
-  env: Record<string, string>,
-): Promise<{ url: string; child: ChildProcess }> {
-  const port = 20_000 + Math.floor(Math.random() * 20_000);
-  const child = spawn(join(REPO_ROOT, "hangar"), ["server"], {
-    env: {
-      ...process.env,
-      HANGAR_PORT: String(port),
-      HANGAR_DATA_DIR: dir,
-      HANGAR_BOOTSTRAP_API_KEY: API_KEY,
-      HANGAR_LOG_LEVEL: process.env.HANGAR_BENCH_LOG_LEVEL ?? "warn",
-      ...env,
-    },
-    stdio: ["ignore", "ignore", "inherit"],
-  });
-  const url = `http://127.0.0.1:${port}`;
-  await waitHealthy(url, child, "the bench server");
-  return { url, child };
-}
-
 /**
  * Submits the big batch to a server process; times acceptance, and samples GET /batches/{id} while
  * the server's own agents end children through the agent protocol: first as fast as the protocol
@@ -160,7 +138,7 @@ async function bigBatch(dialect: "sqlite" | "postgres") {
   }
   const dir = await mkdtemp(join(tmpdir(), "hangar-bench-screen-"));
   const bin = await standInBoltz(dir);
-  const { url, child } = await spawnServer(dir, {
+  const { url, child } = await spawnHangarServer(REPO_ROOT, dir, API_KEY, {
     // The server's agents inherit PATH, so they find the stand-in first.
     PATH: `${bin}:${process.env.PATH ?? ""}`,
     ...(dialect === "postgres" ? { DATABASE_URL: PG_URL, HANGAR_DATABASE_SCHEMA: schema! } : {}),
