@@ -1,5 +1,12 @@
 import { MODEL_SETTINGS } from "../models/settings.ts";
 
+/**
+ * Carried by every model process with the agent's pid. Model processes lead their own process groups
+ * (so that the agent can stop each with its helpers), so they outlive an agent killed with SIGKILL;
+ * the local provider finds them by this variable and ends them with their agent.
+ */
+export const AGENT_PID_ENV = "HANGAR_AGENT_PID";
+
 const MODEL_SETTING_NAMES: ReadonlySet<string> = new Set(MODEL_SETTINGS);
 
 /**

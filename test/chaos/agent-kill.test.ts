@@ -14,16 +14,31 @@ import { type ChaosRig, ligands, SEQUENCE, startChaosRig } from "./rig.ts";
 const LIGANDS = Number(process.env.CHAOS_LIGANDS ?? 384);
 const KILLS = Number(process.env.CHAOS_AGENT_KILLS ?? 2);
 
-/** The pids of this server's agents (their environment names its data directory). */
-async function agentPids(dataDir: string): Promise<number[]> {
-  const pids: number[] = [];
+/** Whether `pid`'s environment contains `needle` (false once it has exited). */
+async function environHas(pid: string, needle: string): Promise<boolean> {
+  return (await readFile(`/proc/${pid}/environ`, "latin1").catch(() => "")).includes(needle);
+}
+
+/**
+ * The pids of this server's agents that are running a model process now: the stand-in's parents. An
+ * agent between units holds no children, so killing it would test nothing.
+ */
+async function busyAgentPids(dataDir: string, standIn: string): Promise<number[]> {
+  const busy = new Set<number>();
   for (const pid of await readdir("/proc").catch(() => [])) {
     if (!/^\d+$/.test(pid)) continue;
-    const environ = await readFile(`/proc/${pid}/environ`, "latin1").catch(() => "");
-    if (environ.includes("HANGAR_INSTANCE_ID=") && environ.includes(`HANGAR_WORK_DIR=${dataDir}`))
-      pids.push(Number(pid));
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, "latin1").catch(() => "");
+    if (!cmdline.includes(standIn)) continue;
+    const stat = await readFile(`/proc/${pid}/stat`, "latin1").catch(() => "");
+    const parent = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1];
+    if (
+      parent &&
+      (await environHas(parent, "HANGAR_INSTANCE_ID=")) &&
+      (await environHas(parent, `HANGAR_WORK_DIR=${dataDir}`))
+    )
+      busy.add(Number(parent));
   }
-  return pids;
+  return [...busy];
 }
 
 for (const dialect of DIALECTS) {
@@ -48,17 +63,15 @@ for (const dialect of DIALECTS) {
       const progress = async () => (await call(`/api/v1/batches/${batch.id}`)).json;
       let killed = 0;
       for (let kill = 0; kill < KILLS; kill++) {
-        const running = await waitFor("children to run", async () => {
-          const view = await progress();
-          return view.progress.running > 0 ? view : null;
+        const busy = await waitFor("an agent to run a model process", async () => {
+          const pids = await busyAgentPids(server.dataDir, rig.standIn);
+          return pids.length > 0 ? pids : null;
         });
-        await sleep(200 + kill * 300);
-        const pids = await agentPids(server.dataDir);
-        const victim = pids[Math.floor(Math.random() * pids.length)];
-        if (victim !== undefined && running.progress.completed < LIGANDS) {
-          process.kill(victim, "SIGKILL");
+        if ((await progress()).progress.completed < LIGANDS) {
+          process.kill(busy[Math.floor(Math.random() * busy.length)]!, "SIGKILL");
           killed++;
         }
+        await sleep(300);
       }
       assert.equal(killed, KILLS, "each kill hit a live agent while the batch ran");
       const done = await waitFor(
@@ -72,6 +85,7 @@ for (const dialect of DIALECTS) {
       assert.equal(done.status, "succeeded", JSON.stringify(done.progress));
       assert.deepEqual([done.progress.completed, done.progress.failed], [LIGANDS, 0]);
       const children = (await call(`/api/v1/batches/${batch.id}/children?limit=1000`)).json.children as {
+        id: string;
         attempts: number;
       }[];
       assert.ok(
@@ -83,12 +97,34 @@ for (const dialect of DIALECTS) {
         "the killed agents' children were retried",
       );
 
+      // An attempt handed back unspent (its claim's answer never reached the killed agent) keeps its
+      // number for the next claim, so a child has one usage record per attempt plus one per handback;
+      // records never overlap, and every attempt the child counts has one.
+      let records = 0;
+      let paid = 0;
+      for (const child of children) {
+        const { json: usage } = await call(`/api/v1/runs/${child.id}/usage`);
+        const spans = (
+          usage.attempts as { attempt: number; started_at: string; ended_at: string; cost: string }[]
+        )
+          .map((a) => ({ ...a, start: Date.parse(a.started_at), end: Date.parse(a.ended_at) }))
+          .sort((a, b) => a.start - b.start);
+        for (let i = 1; i < spans.length; i++) {
+          assert.ok(spans[i]!.start >= spans[i - 1]!.end, `${child.id}: attempts overlap`);
+        }
+        assert.deepEqual(
+          [...new Set(spans.map((a) => a.attempt))],
+          Array.from({ length: child.attempts }, (_, i) => i + 1),
+          `${child.id}: one record per attempt`,
+        );
+        records += spans.length;
+        paid += spans.filter((a) => Number(a.cost) > 0).length;
+      }
       const { json: usage } = await call("/api/v1/orgs/org_default/usage?group_by=model");
-      const attempts = usage.rows.reduce((sum: number, row: { attempts: number }) => sum + row.attempts, 0);
       assert.equal(
-        attempts,
-        children.reduce((sum, child) => sum + child.attempts, 0),
-        "every attempt recorded once",
+        usage.rows.reduce((sum: number, row: { attempts: number }) => sum + row.attempts, 0),
+        records,
+        "the org's usage counts every record once",
       );
       const credits = await waitFor("the batch's hold to be settled", async () => {
         const { json: view } = await call("/api/v1/orgs/org_default/credits?limit=10000");
@@ -97,7 +133,7 @@ for (const dialect of DIALECTS) {
       const charges = credits.entries.filter(
         (e: { kind: string; key: string }) => e.kind === "charge" && e.key.startsWith("charge:"),
       );
-      assert.equal(charges.length, attempts, "one charge per attempt");
+      assert.equal(charges.length, paid, "one charge per attempt that cost anything");
     });
   });
 }

@@ -49,6 +49,8 @@ export const SEQUENCE =
 
 export interface ChaosRig {
   server: ServerProcess;
+  /** The stand-in's path, as it shows in its processes' command lines. */
+  standIn: string;
   /** Where the stand-in logs each input it completes, one SMILES a line. */
   completedLog: string;
   /** The admin's API call: a GET, or a POST of `body`. */
@@ -70,6 +72,7 @@ export async function startChaosRig(dialect: DialectUnderTest): Promise<ChaosRig
   });
   return {
     server,
+    standIn: join(dir, "boltz"),
     completedLog: join(dir, "completed.log"),
     async call(path, body) {
       const response = await fetch(`${server.url}${path}`, {

@@ -21,7 +21,8 @@ describe("running notebooks end to end (SQLite, local provider)", { concurrency:
     }).catch((error: { code: number; stdout: string; stderr: string }) => error);
 
   before(async () => {
-    server = await spawnServer();
+    // Nothing here tests lapsed leases: on a loaded machine a 3 s lease turned a late heartbeat into a retry.
+    server = await spawnServer({ HANGAR_LEASE_S: "15" });
     dir = await mkdtemp(join(tmpdir(), "hangar-run-"));
   });
   after(async () => {

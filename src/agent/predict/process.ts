@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import type { CommandSpec, ProcessExit } from "../../models/model.ts";
+import { AGENT_PID_ENV } from "../child-env.ts";
 
 const STDERR_TAIL_LINES = 20;
 const KILL_GRACE_MS = 5_000;
@@ -8,7 +9,8 @@ const KILL_GRACE_MS = 5_000;
 /**
  * Runs one model process to its end: every output line goes to `onLine`, the last stderr lines come
  * back for error messages, and `signal` stops it (SIGTERM, then SIGKILL after a grace period). The
- * process gets its own process group so that a model's helper processes stop with it.
+ * process gets its own process group so that a model's helper processes stop with it, and carries
+ * the agent's pid so that it stops with the agent too (see AGENT_PID_ENV).
  */
 export async function runModelProcess(
   command: CommandSpec,
@@ -22,7 +24,7 @@ export async function runModelProcess(
   const [executable, ...args] = command.argv;
   const child = spawn(executable!, args, {
     cwd: command.cwd,
-    env: { ...options.env, ...command.env },
+    env: { ...options.env, ...command.env, [AGENT_PID_ENV]: String(process.pid) },
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
   });

@@ -3,6 +3,7 @@ import { closeSync, mkdirSync, openSync, readFileSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { availableParallelism, hostname, totalmem } from "node:os";
 import { join } from "node:path";
+import { AGENT_PID_ENV } from "../../agent/child-env.ts";
 import type { GpuAssignment } from "../../domain/instance.ts";
 import { canonicalGpu, type Offer, type OfferQuery } from "../../domain/offers.ts";
 import { hasLabels, type ListedInstance, labelsAsEnv, labelsFromEnv } from "../../domain/reconcile.ts";
@@ -163,20 +164,21 @@ export class LocalProvider implements ComputeProvider {
     const pid = this.#ownPid(providerInstanceId);
     // The agent's process group includes the notebook runner and kernel it started; they outlive an
     // agent killed with SIGKILL. Linux never reuses a pid that still names a process group, so when
-    // the agent's pid is free or a zombie, the group (if any) is still ours to end.
+    // the agent's pid is free or a zombie, the group (if any) is still ours to end. Model processes
+    // lead groups of their own and are found by the agent pid they carry.
     if (pid === null || processKind(pid) === "other") return;
-    try {
-      process.kill(-pid, "SIGTERM");
-    } catch {
-      return;
-    }
-    setTimeout(() => {
-      try {
-        process.kill(-pid, "SIGKILL");
-      } catch {
-        /* the whole group is gone */
+    const groups = [pid, ...(await modelGroupsOf(pid))];
+    const signalGroups = (signal: NodeJS.Signals) => {
+      for (const group of groups) {
+        try {
+          process.kill(-group, signal);
+        } catch {
+          /* that group is gone */
+        }
       }
-    }, 10_000).unref();
+    };
+    signalGroups("SIGTERM");
+    setTimeout(() => signalGroups("SIGKILL"), 10_000).unref();
   }
 
   /** Agent processes on this host (each leads its own process group) whose labels match. */
@@ -251,6 +253,18 @@ function agentProcess(pid: number): { labels: Record<string, string> } | null {
   const live = liveProcess(pid);
   if (live === null || live.pgrp !== pid || !isAgentEnv(live.environ)) return null;
   return { labels: labelsFromEnv(live.environ) };
+}
+
+/** The process groups of the model processes that the agent `agentPid` started, still running. */
+async function modelGroupsOf(agentPid: number): Promise<number[]> {
+  const marker = `${AGENT_PID_ENV}=${agentPid}`;
+  const groups = new Set<number>();
+  for (const pid of await readdir("/proc").catch(() => [] as string[])) {
+    if (!/^\d+$/.test(pid)) continue;
+    const live = liveProcess(Number(pid));
+    if (live?.environ.includes(marker)) groups.add(live.pgrp);
+  }
+  return [...groups];
 }
 
 /**
