@@ -493,6 +493,7 @@ export class KyselyStore implements Store {
     moves: CounterMoves,
     usage: AttemptUsage,
   ): Promise<Job | null> {
+    if (outcome.status === "succeeded") return this.#succeedIn(trx, lease, outcome, now, moves, usage);
     // The retry decision reads the row, so the row is locked (PostgreSQL; SQLite's write transaction
     // already excludes everyone) until the decision is written: a cancel cannot slip in between.
     const row = await trx
@@ -514,15 +515,41 @@ export class KyselyStore implements Store {
       .set({
         ...endedColumns(outcome, now),
         // A stop with a reason (credits, budget) keeps that reason over the agent's generic one.
-        ...(outcome.status === "cancelled" && row.cancel_requested === 1 && row.error
-          ? { error: row.error }
-          : {}),
+        ...(row.cancel_requested === 1 && row.error ? { error: row.error } : {}),
       })
       .where("id", "=", job.id)
       .returningAll()
       .executeTakeFirstOrThrow();
+    if (job.batchId) moves.add(job.batchId, "running", "cancelled");
+    return toJob(updated);
+  }
+
+  /**
+   * A success reads nothing first: no column decides it, so one UPDATE guarded by the lease ends the
+   * attempt, and the row it returns still holds what the usage record reads (an ending changes none
+   * of the attempt's columns).
+   */
+  async #succeedIn(
+    trx: Transaction<Database>,
+    lease: LeaseRef,
+    outcome: Extract<FinishOutcome, { status: "succeeded" }>,
+    now: number,
+    moves: CounterMoves,
+    usage: AttemptUsage,
+  ): Promise<Job | null> {
+    const row = await trx
+      .updateTable("jobs")
+      .set(endedColumns(outcome, now))
+      .where("id", "=", lease.jobId)
+      .where("lease_token", "=", lease.leaseToken)
+      .where("status", "=", "running")
+      .returningAll()
+      .executeTakeFirst();
+    if (!row) return null;
+    const job = toJob(row);
+    usage.add(job);
     if (job.batchId) {
-      if (outcome.status === "succeeded" && outcome.score !== undefined) {
+      if (outcome.score !== undefined) {
         const batch = await trx
           .selectFrom("batches")
           .select("score_better")
@@ -530,9 +557,9 @@ export class KyselyStore implements Store {
           .executeTakeFirstOrThrow();
         await recordScore(trx, job.batchId, job.id, outcome.score, batch.score_better as ScoreDirection);
       }
-      moves.add(job.batchId, "running", outcome.status);
+      moves.add(job.batchId, "running", "succeeded");
     }
-    return toJob(updated);
+    return job;
   }
 
   async #endAttempt(

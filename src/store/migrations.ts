@@ -389,6 +389,15 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0011_drop_gpu_queued_index": {
+    // The provisioning loop's count of runnable jobs outside batches (`status = ? AND batch_id IS NULL
+    // … GROUP BY gpu_type, …`) walked jobs_gpu_queued, every queued batch child included: 20-60 ms
+    // a pass with 100,000 of them, blocking SQLite's event loop. Without it the count walks the
+    // (batch_id, status) prefix of jobs_batch; claims walk jobs_single_claim and never needed it.
+    async up(db: Kysely<unknown>) {
+      await db.schema.dropIndex("jobs_gpu_queued").execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

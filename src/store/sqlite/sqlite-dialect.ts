@@ -1,5 +1,6 @@
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
-import { setTimeout as sleep } from "node:timers/promises";
+import { setImmediate, setTimeout as sleep } from "node:timers/promises";
+import { Worker } from "node:worker_threads";
 import {
   CompiledQuery,
   type DatabaseConnection,
@@ -13,14 +14,22 @@ import {
 
 /**
  * Kysely's own SQLite dialect targets better-sqlite3, a native addon. Node 24's built-in
- * `node:sqlite` needs no compiler, so this is a small driver for it. Two choices matter:
+ * `node:sqlite` needs no compiler, so this is a small driver for it. The choices that matter:
  * - every transaction starts with BEGIN IMMEDIATE, taking the write lock up front, so concurrent
  *   processes never deadlock upgrading a read lock (the queue's claim relies on this);
  * - SQLite's own busy handler would block the event loop while it waits (and deadlock two stores in
- *   one process), so the busy timeout is 0 and lock waits are retried here, asynchronously.
+ *   one process), so the busy timeout is 0 and lock waits are retried here, asynchronously;
+ * - node:sqlite runs each statement synchronously, so a long write transaction (a packed unit's
+ *   64 finishes) would hold every request: a transaction yields to the event loop every few
+ *   milliseconds, and plain SELECTs outside transactions read from a second connection, which WAL
+ *   lets read the last commit while the writer's transaction is open;
+ * - SQLite checkpoints its WAL in the committing connection by default: a commit that crossed 1,000
+ *   pages copied them back and fsynced for up to 160 ms. A worker thread checkpoints instead.
  */
 const SQLITE_BUSY = 5;
 const LOCK_WAIT_MS = 30_000;
+/** How long a transaction may run statements before it lets other requests in. */
+const TRANSACTION_SLICE_MS = 2;
 
 const toSqlite = (value: unknown): SQLInputValue =>
   typeof value === "boolean" ? Number(value) : (value as SQLInputValue);
@@ -31,13 +40,30 @@ const isBusy = (error: unknown): boolean =>
   error !== null &&
   ((error as { errcode?: number }).errcode ?? 0) % 256 === SQLITE_BUSY;
 
-class NodeSqliteConnection implements DatabaseConnection {
+const CHECKPOINT_INTERVAL_MS = 500;
+
+/** The checkpointing thread: its own connection, PASSIVE checkpoints, which never wait for writers. */
+const CHECKPOINTER = `
+const { workerData } = require("node:worker_threads");
+const { DatabaseSync } = require("node:sqlite");
+const db = new DatabaseSync(workerData.filename, { timeout: 1000 });
+setInterval(() => {
+  try {
+    db.exec("pragma wal_checkpoint(passive)");
+  } catch {}
+}, workerData.intervalMs);
+`;
+
+/** A statement that only reads (Kysely compiles every selectFrom to a leading `select`). */
+const isPlainSelect = (sql: string) => /^\s*select\b/i.test(sql);
+
+/** One SQLite connection and its prepared statements. */
+class SqliteHandle {
   readonly #db: DatabaseSync;
   readonly #statements = new Map<string, { statement: StatementSync; reader: boolean }>();
-  inTransaction = false;
 
-  constructor(db: DatabaseSync) {
-    this.#db = db;
+  constructor(filename: string) {
+    this.#db = new DatabaseSync(filename, { timeout: 0 });
   }
 
   #prepare(sql: string): { statement: StatementSync; reader: boolean } {
@@ -51,30 +77,25 @@ class NodeSqliteConnection implements DatabaseConnection {
     return prepared;
   }
 
-  #run<R>(sql: string, parameters: readonly unknown[]): QueryResult<R> {
-    const { statement, reader } = this.#prepare(sql);
-    const values = parameters.map(toSqlite);
+  run<R>(compiled: CompiledQuery): QueryResult<R> {
+    const { statement, reader } = this.#prepare(compiled.sql);
+    const values = compiled.parameters.map(toSqlite);
     if (reader) return { rows: statement.all(...values) as R[] };
     const { changes, lastInsertRowid } = statement.run(...values);
     return { numAffectedRows: BigInt(changes), insertId: BigInt(lastInsertRowid), rows: [] };
   }
 
-  async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
+  /** Runs `compiled`, waiting out other processes' locks (never ours: inside a transaction BUSY is an error). */
+  async runWaiting<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
     const deadline = Date.now() + LOCK_WAIT_MS;
     for (let wait = 1; ; wait = Math.min(wait * 2, 25)) {
       try {
-        return this.#run<R>(compiled.sql, compiled.parameters);
+        return this.run<R>(compiled);
       } catch (error) {
-        // Inside a transaction we already hold the write lock; BUSY there is a real error.
-        if (!isBusy(error) || this.inTransaction || Date.now() > deadline) throw error;
+        if (!isBusy(error) || Date.now() > deadline) throw error;
         await sleep(wait * (0.5 + Math.random()));
       }
     }
-  }
-
-  async *streamQuery<R>(compiled: CompiledQuery): AsyncIterableIterator<QueryResult<R>> {
-    const { statement } = this.#prepare(compiled.sql);
-    for (const row of statement.iterate(...compiled.parameters.map(toSqlite))) yield { rows: [row as R] };
   }
 
   close(): void {
@@ -82,70 +103,137 @@ class NodeSqliteConnection implements DatabaseConnection {
   }
 }
 
-/** One connection per store, handed out in turn. */
+/** A Kysely connection: a session on the driver's writer (under its lock) or reader connection. */
+class NodeSqliteSession implements DatabaseConnection {
+  readonly #driver: NodeSqliteDriver;
+  inTransaction = false;
+  #sliceStarted = 0;
+
+  constructor(driver: NodeSqliteDriver) {
+    this.#driver = driver;
+  }
+
+  beganTransaction(): void {
+    this.inTransaction = true;
+    this.#sliceStarted = performance.now();
+  }
+
+  async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
+    if (!this.inTransaction) return this.#driver.runAlone<R>(compiled);
+    if (performance.now() - this.#sliceStarted > TRANSACTION_SLICE_MS) {
+      await setImmediate();
+      this.#sliceStarted = performance.now();
+    }
+    return this.#driver.writer.run<R>(compiled);
+  }
+
+  async *streamQuery<R>(compiled: CompiledQuery): AsyncIterableIterator<QueryResult<R>> {
+    yield await this.executeQuery<R>(compiled);
+  }
+}
+
+/**
+ * One writer connection, taken by one transaction or statement at a time, and (for a database in a
+ * file) one reader connection for plain SELECTs outside transactions.
+ */
 class NodeSqliteDriver implements Driver {
   readonly #filename: string;
-  #connection: NodeSqliteConnection | undefined;
-  #queue: Promise<void> = Promise.resolve();
-  #release: (() => void) | undefined;
+  #writer: SqliteHandle | undefined;
+  #reader: SqliteHandle | undefined;
+  #checkpointer: Worker | undefined;
+  #writeQueue: Promise<void> = Promise.resolve();
+  /** Each open transaction's hand-on of the writer. */
+  readonly #transactionRelease = new WeakMap<DatabaseConnection, () => void>();
 
   constructor(filename: string) {
     this.#filename = filename;
   }
 
+  get writer(): SqliteHandle {
+    return this.#writer!;
+  }
+
   async init(): Promise<void> {
-    const db = new DatabaseSync(this.#filename, { timeout: 0 });
-    this.#connection = new NodeSqliteConnection(db);
+    this.#writer = new SqliteHandle(this.#filename);
     for (const pragma of ["journal_mode = wal", "synchronous = normal", "foreign_keys = on"]) {
-      await this.#connection.executeQuery(CompiledQuery.raw(`pragma ${pragma}`));
+      await this.#writer.runWaiting(CompiledQuery.raw(`pragma ${pragma}`));
     }
+    // A second connection to ":memory:" would be another, empty database.
+    if (this.#filename === ":memory:" || this.#filename === "") return;
+    this.#reader = new SqliteHandle(this.#filename);
+    await this.#writer.runWaiting(CompiledQuery.raw("pragma wal_autocheckpoint = 0"));
+    this.#checkpointer = new Worker(CHECKPOINTER, {
+      eval: true,
+      workerData: { filename: this.#filename, intervalMs: CHECKPOINT_INTERVAL_MS },
+    });
+    this.#checkpointer.unref();
   }
 
   async acquireConnection(): Promise<DatabaseConnection> {
-    const previous = this.#queue;
+    return new NodeSqliteSession(this);
+  }
+
+  async releaseConnection(): Promise<void> {}
+
+  /** Waits for the writer; returns the function that hands it on. */
+  async #lockWriter(): Promise<() => void> {
+    const previous = this.#writeQueue;
     let release!: () => void;
-    this.#queue = new Promise<void>((resolve) => {
+    this.#writeQueue = new Promise<void>((resolve) => {
       release = resolve;
     });
     await previous;
-    this.#release = release;
-    return this.#connection!;
+    return release;
   }
 
-  async releaseConnection(): Promise<void> {
-    const release = this.#release;
-    this.#release = undefined;
-    release?.();
-  }
-
-  async beginTransaction(connection: DatabaseConnection): Promise<void> {
-    await this.#exec(connection, "begin immediate");
-    (connection as NodeSqliteConnection).inTransaction = true;
-  }
-
-  async commitTransaction(connection: DatabaseConnection): Promise<void> {
+  /** A statement outside any transaction: a plain SELECT on the reader, anything else on the writer. */
+  async runAlone<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
+    if (this.#reader && isPlainSelect(compiled.sql)) return this.#reader.runWaiting<R>(compiled);
+    const release = await this.#lockWriter();
     try {
-      await this.#exec(connection, "commit");
+      return await this.#writer!.runWaiting<R>(compiled);
     } finally {
-      (connection as NodeSqliteConnection).inTransaction = false;
+      release();
     }
   }
 
-  async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
+  async beginTransaction(connection: DatabaseConnection): Promise<void> {
+    const release = await this.#lockWriter();
     try {
-      await this.#exec(connection, "rollback");
+      await this.#writer!.runWaiting(CompiledQuery.raw("begin immediate"));
+    } catch (error) {
+      release();
+      throw error;
+    }
+    this.#transactionRelease.set(connection, release);
+    (connection as NodeSqliteSession).beganTransaction();
+  }
+
+  async commitTransaction(connection: DatabaseConnection): Promise<void> {
+    await this.#endTransaction(connection, "commit");
+  }
+
+  async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
+    await this.#endTransaction(connection, "rollback");
+  }
+
+  async #endTransaction(connection: DatabaseConnection, sql: "commit" | "rollback"): Promise<void> {
+    try {
+      this.#writer!.run(CompiledQuery.raw(sql));
     } finally {
-      (connection as NodeSqliteConnection).inTransaction = false;
+      (connection as NodeSqliteSession).inTransaction = false;
+      this.#transactionRelease.get(connection)?.();
+      this.#transactionRelease.delete(connection);
     }
   }
 
   async destroy(): Promise<void> {
-    this.#connection?.close();
-    this.#connection = undefined;
-  }
-
-  async #exec(connection: DatabaseConnection, sql: string): Promise<void> {
-    await connection.executeQuery(CompiledQuery.raw(sql));
+    await this.#checkpointer?.terminate();
+    this.#checkpointer = undefined;
+    this.#writer?.close();
+    this.#reader?.close();
+    this.#writer = undefined;
+    this.#reader = undefined;
   }
 }
 
