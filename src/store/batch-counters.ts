@@ -96,26 +96,51 @@ export class CounterMoves {
   }
 }
 
-/** Adds one succeeded child's score to the running statistics and the best so far. */
-export async function recordScore(
-  trx: Kysely<Database>,
-  batchId: string,
-  jobId: string,
-  score: number,
-  better: ScoreDirection,
-): Promise<void> {
-  const improves =
-    better === "lower"
-      ? sql<boolean>`best_score is null or ${score} < best_score`
-      : sql<boolean>`best_score is null or ${score} > best_score`;
-  await sql`
-    update batches
-    set score_count = score_count + 1,
-        score_sum = score_sum + ${score},
-        score_square_sum = score_square_sum + ${score * score},
-        best_job_id = case when ${improves} then ${jobId} else best_job_id end,
-        best_score = case when ${improves} then ${score} else best_score end
-    where id = ${batchId}`.execute(trx);
+/**
+ * Scores of succeeded children gathered over one transaction and added once per batch to its running
+ * statistics and best so far: ending 64 scored children is one batch update, not 64.
+ */
+export class ScoreTally {
+  readonly #batches = new Map<
+    string,
+    { count: number; sum: number; squareSum: number; scores: [string, number][] }
+  >();
+
+  add(batchId: string, jobId: string, score: number): void {
+    let tally = this.#batches.get(batchId);
+    if (!tally) {
+      tally = { count: 0, sum: 0, squareSum: 0, scores: [] };
+      this.#batches.set(batchId, tally);
+    }
+    tally.count++;
+    tally.sum += score;
+    tally.squareSum += score * score;
+    tally.scores.push([jobId, score]);
+  }
+
+  async apply(trx: Kysely<Database>): Promise<void> {
+    for (const [batchId, tally] of this.#batches) {
+      const batch = await trx
+        .selectFrom("batches")
+        .select("score_better")
+        .where("id", "=", batchId)
+        .executeTakeFirstOrThrow();
+      const lower = (batch.score_better as ScoreDirection) === "lower";
+      const [bestJob, best] = tally.scores.reduce((a, b) => ((lower ? b[1] < a[1] : b[1] > a[1]) ? b : a));
+      const improves = lower
+        ? sql<boolean>`best_score is null or ${best} < best_score`
+        : sql<boolean>`best_score is null or ${best} > best_score`;
+      await sql`
+        update batches
+        set score_count = score_count + ${tally.count},
+            score_sum = score_sum + ${tally.sum},
+            score_square_sum = score_square_sum + ${tally.squareSum},
+            best_job_id = case when ${improves} then ${bestJob} else best_job_id end,
+            best_score = case when ${improves} then ${best} else best_score end
+        where id = ${batchId}`.execute(trx);
+    }
+    this.#batches.clear();
+  }
 }
 
 export async function settleStatus(trx: Kysely<Database>, batch: Batch, now: number): Promise<void> {

@@ -7,7 +7,7 @@ import {
   sql,
   type Transaction,
 } from "kysely";
-import type { Batch, ReadyWork, ScoreDirection } from "../domain/batch.ts";
+import type { Batch, ReadyWork } from "../domain/batch.ts";
 import { INSTANCE_STATES, type Instance, type InstanceState, sourcesFor } from "../domain/instance.ts";
 import { decideAfterFailure, JOB_STATUSES, type Job, type JobError, type JobStatus } from "../domain/job.ts";
 import type { JsonObject } from "../domain/json.ts";
@@ -19,7 +19,7 @@ import {
   type BatchRow,
   CounterMoves,
   moveChildren,
-  recordScore,
+  ScoreTally,
   settleStatus,
   toBatch,
 } from "./batch-counters.ts";
@@ -169,15 +169,6 @@ async function insertChildren(
       .execute();
   }
 }
-
-/** Columns of a job whose attempt ended in success or cancellation. */
-const endedColumns = (outcome: Exclude<FinishOutcome, { status: "failed" }>, now: number) => ({
-  status: outcome.status,
-  finished_at: now,
-  error: outcome.status === "cancelled" && outcome.error ? JSON.stringify(outcome.error) : null,
-  ...(outcome.status === "succeeded" && outcome.result ? { result: JSON.stringify(outcome.result) } : {}),
-  ...LEASE_CLEARED,
-});
 
 /**
  * Back to the queue at once, giving back the attempt the claim counted; a job whose cancel was
@@ -468,133 +459,70 @@ export class KyselyStore implements Store {
     return job ?? null;
   }
 
+  /**
+   * Ends the attempts of one agent report in set-based statements (a packed unit's 64 children were
+   * 64 × three round trips): one locking read of the failures and cancels, whose endings depend on
+   * their rows, one UPDATE of every ending, one insert of their log lines, one score and one counter
+   * update per batch, and the attempts' usage records.
+   */
   async finishMany(items: readonly FinishItem[], now: number): Promise<(Job | null)[]> {
     if (items.length === 0) return [];
     return this.#db.transaction().execute(async (trx) => {
+      // A job named twice in one report ends once; the repeat is answered like a finish delivered twice.
+      const firsts = new Map<string, FinishItem>();
+      for (const item of items) if (!firsts.has(item.lease.jobId)) firsts.set(item.lease.jobId, item);
+      const unique = [...firsts.values()];
+      const held = await this.#heldRows(
+        trx,
+        unique.filter((item) => item.outcome.status !== "succeeded").map((item) => item.lease),
+      );
+      const endings: AttemptEnding[] = [];
+      for (const { lease, outcome } of unique) {
+        if (outcome.status === "succeeded") endings.push(successEnding(lease, outcome, now));
+        else {
+          const row = held.get(lease.jobId);
+          if (row) endings.push(rowEnding(row, lease, outcome, now));
+        }
+      }
+      const ended = await writeEndings(trx, endings);
       const moves = new CounterMoves();
       const usage = new AttemptUsage();
-      const jobs: (Job | null)[] = [];
-      for (const { lease, outcome, logs } of items) {
-        const job = await this.#finishIn(trx, lease, outcome, now, moves, usage);
-        if (job && logs && logs.length > 0) await insertLogs(trx, job.id, job.orgId, logs);
-        jobs.push(job);
+      const scores = new ScoreTally();
+      const logRows: LogRow[] = [];
+      for (const { lease, outcome, logs } of unique) {
+        const job = ended.get(lease.jobId);
+        if (!job) continue;
+        // The attempt as it ran: an ending changes none of the columns its usage record reads.
+        usage.add(job);
+        for (const entry of logs ?? []) logRows.push({ job_id: job.id, org_id: job.orgId, ...entry });
+        if (!job.batchId) continue;
+        moves.add(job.batchId, "running", job.status);
+        if (outcome.status === "succeeded" && outcome.score !== undefined)
+          scores.add(job.batchId, job.id, outcome.score);
       }
+      await insertLogRows(trx, logRows);
+      await scores.apply(trx);
       await moves.apply(trx, now);
       await usage.write(trx, now);
-      return jobs;
+      return items.map((item) =>
+        firsts.get(item.lease.jobId) === item ? (ended.get(item.lease.jobId) ?? null) : null,
+      );
     });
   }
 
-  async #finishIn(
-    trx: Transaction<Database>,
-    lease: LeaseRef,
-    outcome: FinishOutcome,
-    now: number,
-    moves: CounterMoves,
-    usage: AttemptUsage,
-  ): Promise<Job | null> {
-    if (outcome.status === "succeeded") return this.#succeedIn(trx, lease, outcome, now, moves, usage);
-    // The retry decision reads the row, so the row is locked (PostgreSQL; SQLite's write transaction
-    // already excludes everyone) until the decision is written: a cancel cannot slip in between.
-    const row = await trx
+  /** The running rows these leases still hold, locked (PostgreSQL) in id order until the transaction ends. */
+  async #heldRows(trx: Transaction<Database>, leases: readonly LeaseRef[]): Promise<Map<string, JobRow>> {
+    if (leases.length === 0) return new Map();
+    const tokens = new Map(leases.map((lease) => [lease.jobId, lease.leaseToken]));
+    const rows = await trx
       .selectFrom("jobs")
       .selectAll()
-      .where("id", "=", lease.jobId)
-      .where("lease_token", "=", lease.leaseToken)
+      .where("id", "in", [...tokens.keys()])
       .where("status", "=", "running")
+      .orderBy("id")
       .$if(this.capabilities.skipLocked, (q) => q.forUpdate())
-      .executeTakeFirst();
-    if (!row) return null;
-    const job = toJob(row);
-    if (outcome.status === "failed") {
-      return this.#endAttempt(trx, job, "failed", outcome.error, now, moves, usage, outcome.result);
-    }
-    usage.add(job);
-    const updated = await trx
-      .updateTable("jobs")
-      .set({
-        ...endedColumns(outcome, now),
-        // A stop with a reason (credits, budget) keeps that reason over the agent's generic one.
-        ...(row.cancel_requested === 1 && row.error ? { error: row.error } : {}),
-      })
-      .where("id", "=", job.id)
-      .returningAll()
-      .executeTakeFirstOrThrow();
-    if (job.batchId) moves.add(job.batchId, "running", "cancelled");
-    return toJob(updated);
-  }
-
-  /**
-   * A success reads nothing first: no column decides it, so one UPDATE guarded by the lease ends the
-   * attempt, and the row it returns still holds what the usage record reads (an ending changes none
-   * of the attempt's columns).
-   */
-  async #succeedIn(
-    trx: Transaction<Database>,
-    lease: LeaseRef,
-    outcome: Extract<FinishOutcome, { status: "succeeded" }>,
-    now: number,
-    moves: CounterMoves,
-    usage: AttemptUsage,
-  ): Promise<Job | null> {
-    const row = await trx
-      .updateTable("jobs")
-      .set(endedColumns(outcome, now))
-      .where("id", "=", lease.jobId)
-      .where("lease_token", "=", lease.leaseToken)
-      .where("status", "=", "running")
-      .returningAll()
-      .executeTakeFirst();
-    if (!row) return null;
-    const job = toJob(row);
-    usage.add(job);
-    if (job.batchId) {
-      if (outcome.score !== undefined) {
-        const batch = await trx
-          .selectFrom("batches")
-          .select("score_better")
-          .where("id", "=", job.batchId)
-          .executeTakeFirstOrThrow();
-        await recordScore(trx, job.batchId, job.id, outcome.score, batch.score_better as ScoreDirection);
-      }
-      moves.add(job.batchId, "running", "succeeded");
-    }
-    return job;
-  }
-
-  async #endAttempt(
-    trx: Transaction<Database>,
-    job: Job,
-    requested: FinishOutcome["status"],
-    error: JobError | null,
-    now: number,
-    moves: CounterMoves,
-    usage: AttemptUsage,
-    result?: JsonObject,
-  ): Promise<Job> {
-    usage.add(job);
-    let status: JobStatus = requested;
-    let runAt = job.runAt;
-    if (requested === "failed" && error) {
-      const decision = decideAfterFailure(job, error, now);
-      status = decision.status;
-      if (decision.status === "queued") runAt = decision.runAt;
-    }
-    const updated = await trx
-      .updateTable("jobs")
-      .set({
-        status,
-        run_at: runAt,
-        finished_at: status === "queued" ? null : now,
-        error: error ? JSON.stringify(error) : null,
-        ...(result ? { result: JSON.stringify(result) } : {}),
-        ...LEASE_CLEARED,
-      })
-      .where("id", "=", job.id)
-      .returningAll()
-      .executeTakeFirstOrThrow();
-    if (job.batchId) moves.add(job.batchId, job.status, status);
-    return toJob(updated);
+      .execute();
+    return new Map(rows.filter((row) => row.lease_token === tokens.get(row.id)).map((row) => [row.id, row]));
   }
 
   async release(lease: LeaseRef, now: number): Promise<Job | null> {
@@ -740,24 +668,33 @@ export class KyselyStore implements Store {
         .limit(500);
       if (this.capabilities.skipLocked) expired = expired.forUpdate().skipLocked();
       const rows = await expired.execute();
-      const changed: Job[] = [];
-      const moves = new CounterMoves();
-      const usage = new AttemptUsage();
-      for (const row of rows) {
-        const job = toJob(row);
-        const timedOut = job.startedAt !== null && job.startedAt + job.timeoutMs < now - timeoutGraceMs;
+      const endings = rows.map((row) => {
+        const timedOut = row.started_at !== null && row.started_at + row.timeout_ms < now - timeoutGraceMs;
         const error: JobError = timedOut
           ? {
               code: "timeout",
-              message: `Run exceeded its timeout of ${Math.round(job.timeoutMs / 1000)} s`,
+              message: `Run exceeded its timeout of ${Math.round(row.timeout_ms / 1000)} s`,
               retryable: false,
             }
           : {
               code: "lease_expired",
-              message: `Instance ${job.leaseOwner ?? "?"} stopped renewing its lease (lost agent or instance)`,
+              message: `Instance ${row.lease_owner ?? "?"} stopped renewing its lease (lost agent or instance)`,
               retryable: true,
             };
-        changed.push(await this.#endAttempt(trx, job, "failed", error, now, moves, usage));
+        return rowEnding(
+          row,
+          { jobId: row.id, leaseToken: row.lease_token ?? "" },
+          { status: "failed", error },
+          now,
+        );
+      });
+      const ended = await writeEndings(trx, endings);
+      const moves = new CounterMoves();
+      const usage = new AttemptUsage();
+      const changed = rows.flatMap((row) => ended.get(row.id) ?? []);
+      for (const job of changed) {
+        usage.add(job);
+        if (job.batchId) moves.add(job.batchId, "running", job.status);
       }
       await moves.apply(trx, now);
       await usage.write(trx, now);
@@ -1159,7 +1096,10 @@ export class KyselyStore implements Store {
   }
 
   async appendLogs(jobId: string, orgId: string, entries: LogEntry[]): Promise<void> {
-    if (entries.length > 0) await insertLogs(this.#db, jobId, orgId, entries);
+    await insertLogRows(
+      this.#db,
+      entries.map((entry) => ({ job_id: jobId, org_id: orgId, ...entry })),
+    );
   }
 
   async lastLogSeq(jobId: string, attempt: number): Promise<number> {
@@ -1625,11 +1565,114 @@ function placementFilter(eb: ExpressionBuilder<Database, "jobs">, placement: Pla
   return allowed.length > 0 ? eb.or(allowed) : eb.lit(false);
 }
 
-/** Log entries are numbered per attempt, so a batch re-sent after a lost response is stored once. */
-async function insertLogs(db: Kysely<Database>, jobId: string, orgId: string, entries: LogEntry[]) {
-  await db
-    .insertInto("job_logs")
-    .values(entries.map((e) => ({ job_id: jobId, org_id: orgId, ...e })))
-    .onConflict((oc) => oc.columns(["job_id", "attempt", "seq"]).doNothing())
-    .execute();
+/** How one attempt ends: the row's new status, times, error and result (null keeps run_at and result). */
+interface AttemptEnding {
+  jobId: string;
+  leaseToken: string;
+  status: JobStatus;
+  runAt: number | null;
+  finishedAt: number | null;
+  error: string | null;
+  result: string | null;
+}
+
+/** A success depends on nothing in its row. */
+function successEnding(
+  lease: LeaseRef,
+  outcome: Extract<FinishOutcome, { status: "succeeded" }>,
+  now: number,
+): AttemptEnding {
+  return {
+    jobId: lease.jobId,
+    leaseToken: lease.leaseToken,
+    status: "succeeded",
+    runAt: null,
+    finishedAt: now,
+    error: null,
+    result: outcome.result ? JSON.stringify(outcome.result) : null,
+  };
+}
+
+/** A failure is retried or not by the row's attempts and policy; a stop with a reason (credits, budget) keeps it over the agent's generic one. */
+function rowEnding(
+  row: JobRow,
+  lease: LeaseRef,
+  outcome: Exclude<FinishOutcome, { status: "succeeded" }>,
+  now: number,
+): AttemptEnding {
+  const ending = { jobId: lease.jobId, leaseToken: lease.leaseToken };
+  if (outcome.status === "cancelled") {
+    const error =
+      row.cancel_requested === 1 && row.error
+        ? row.error
+        : outcome.error
+          ? JSON.stringify(outcome.error)
+          : null;
+    return { ...ending, status: "cancelled", runAt: null, finishedAt: now, error, result: null };
+  }
+  const decision = decideAfterFailure(toJob(row), outcome.error, now);
+  return {
+    ...ending,
+    status: decision.status,
+    runAt: decision.status === "queued" ? decision.runAt : null,
+    finishedAt: decision.status === "queued" ? null : now,
+    error: JSON.stringify(outcome.error),
+    result: outcome.result ? JSON.stringify(outcome.result) : null,
+  };
+}
+
+/** Rows per statement: 7 parameters each stay far below SQLite's and PostgreSQL's limits. */
+const ENDINGS_PER_STATEMENT = 500;
+
+/**
+ * Writes the endings with one `UPDATE … FROM (VALUES …)` per 500, each guarded by its lease (a
+ * row whose lease moved on is left alone and not returned). VALUES columns are named column1…7 by
+ * both SQLite and PostgreSQL; parameters arrive untyped, hence the casts.
+ */
+async function writeEndings(
+  trx: Kysely<Database>,
+  endings: readonly AttemptEnding[],
+): Promise<Map<string, Job>> {
+  const ended = new Map<string, Job>();
+  for (let start = 0; start < endings.length; start += ENDINGS_PER_STATEMENT) {
+    const values = sql.join(
+      endings
+        .slice(start, start + ENDINGS_PER_STATEMENT)
+        .map(
+          (e) =>
+            sql`(${e.jobId}, ${e.leaseToken}, ${e.status}, ${e.runAt}, ${e.finishedAt}, ${e.error}, ${e.result})`,
+        ),
+    );
+    const { rows } = await sql<JobRow>`
+      update jobs
+      set status = v.column3,
+          run_at = coalesce(cast(v.column4 as bigint), jobs.run_at),
+          finished_at = cast(v.column5 as bigint),
+          error = v.column6,
+          result = coalesce(v.column7, jobs.result),
+          lease_owner = null,
+          lease_token = null,
+          lease_expires_at = null
+      from (values ${values}) as v
+      where jobs.id = v.column1 and jobs.lease_token = v.column2 and jobs.status = 'running'
+      returning *`.execute(trx);
+    for (const row of rows) ended.set(row.id, toJob(row));
+  }
+  return ended;
+}
+
+type LogRow = LogEntry & { job_id: string; org_id: string };
+
+/** Log lines per statement (7 parameters each). */
+const LOG_ROWS_PER_STATEMENT = 1_000;
+
+/** Log entries are numbered per attempt, so lines re-sent after a lost response are stored once. */
+async function insertLogRows(db: Kysely<Database>, rows: readonly LogRow[]): Promise<void> {
+  for (let start = 0; start < rows.length; start += LOG_ROWS_PER_STATEMENT) {
+    await db
+      .insertInto("job_logs")
+      .values(rows.slice(start, start + LOG_ROWS_PER_STATEMENT))
+      .onConflict((oc) => oc.columns(["job_id", "attempt", "seq"]).doNothing())
+      .execute();
+  }
 }

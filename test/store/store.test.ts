@@ -507,6 +507,8 @@ for (const dialect of DIALECTS) {
           [
             { lease: lease(a!), outcome: { status: "succeeded", score: -6 }, logs: [line(1, "a done\n")] },
             { lease: lease(b!), outcome: { status: "succeeded", score: -8 } },
+            // Named twice in one report: it ends once, and the repeat's score is not counted.
+            { lease: lease(b!), outcome: { status: "succeeded", score: -50 } },
             {
               lease: lease(c!),
               outcome: { status: "failed", error: { code: "lost", message: "x", retryable: true } },
@@ -518,7 +520,7 @@ for (const dialect of DIALECTS) {
         );
         assert.deepEqual(
           ended.map((job) => job?.status ?? null),
-          ["succeeded", "succeeded", "queued", null],
+          ["succeeded", "succeeded", null, "queued", null],
         );
         const now = await store.getBatch(ORG, batch.id);
         assert.deepEqual(now?.counters, {
@@ -531,6 +533,7 @@ for (const dialect of DIALECTS) {
         });
         assert.equal(now?.bestScore, -8, "the lost lease's score is not counted");
         assert.equal(now?.scoreCount, 3);
+        assert.equal(now?.scoreSum, -1 - 6 - 8);
         const texts = async (id: string) =>
           (await store.readLogs(ORG, id, { attempt: 0, seq: 0 }, 10)).map((e) => e.text);
         assert.deepEqual(await texts(a!.id), ["a done\n"]);
