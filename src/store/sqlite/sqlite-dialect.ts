@@ -98,6 +98,11 @@ class SqliteHandle {
     }
   }
 
+  /** Whether a transaction is open on this connection (SQLite's own answer). */
+  get inTransaction(): boolean {
+    return this.#db.isTransaction;
+  }
+
   close(): void {
     this.#db.close();
   }
@@ -209,22 +214,25 @@ class NodeSqliteDriver implements Driver {
     (connection as NodeSqliteSession).beganTransaction();
   }
 
+  /** A failed commit keeps the writer: Kysely rolls back next, and nobody may slip in between. */
   async commitTransaction(connection: DatabaseConnection): Promise<void> {
-    await this.#endTransaction(connection, "commit");
+    this.#writer!.run(CompiledQuery.raw("commit"));
+    this.#handOn(connection);
   }
 
   async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
-    await this.#endTransaction(connection, "rollback");
+    try {
+      // Some errors (a full disk, an interrupt) have already rolled SQLite's transaction back.
+      if (this.#writer!.inTransaction) this.#writer!.run(CompiledQuery.raw("rollback"));
+    } finally {
+      this.#handOn(connection);
+    }
   }
 
-  async #endTransaction(connection: DatabaseConnection, sql: "commit" | "rollback"): Promise<void> {
-    try {
-      this.#writer!.run(CompiledQuery.raw(sql));
-    } finally {
-      (connection as NodeSqliteSession).inTransaction = false;
-      this.#transactionRelease.get(connection)?.();
-      this.#transactionRelease.delete(connection);
-    }
+  #handOn(connection: DatabaseConnection): void {
+    (connection as NodeSqliteSession).inTransaction = false;
+    this.#transactionRelease.get(connection)?.();
+    this.#transactionRelease.delete(connection);
   }
 
   async destroy(): Promise<void> {
