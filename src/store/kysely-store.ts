@@ -481,7 +481,7 @@ export class KyselyStore implements Store {
         if (outcome.status === "succeeded") endings.push(successEnding(lease, outcome, now));
         else {
           const row = held.get(lease.jobId);
-          if (row) endings.push(rowEnding(row, lease, outcome, now));
+          if (row) endings.push(rowEnding(row, outcome, now));
         }
       }
       const ended = await writeEndings(trx, endings);
@@ -681,12 +681,7 @@ export class KyselyStore implements Store {
               message: `Instance ${row.lease_owner ?? "?"} stopped renewing its lease (lost agent or instance)`,
               retryable: true,
             };
-        return rowEnding(
-          row,
-          { jobId: row.id, leaseToken: row.lease_token ?? "" },
-          { status: "failed", error },
-          now,
-        );
+        return rowEnding(row, { status: "failed", error }, now);
       });
       const ended = await writeEndings(trx, endings);
       const moves = new CounterMoves();
@@ -1383,7 +1378,7 @@ export class KyselyStore implements Store {
    */
   async runLoop(name: string, intervalMs: number, now: number, pass: () => Promise<void>): Promise<boolean> {
     if (!this.capabilities.skipLocked) {
-      if (!(await this.tryRunLoop(name, intervalMs, now))) return false;
+      if (!(await this.#takeTurn(name, intervalMs, now))) return false;
       await pass();
       return true;
     }
@@ -1415,7 +1410,7 @@ export class KyselyStore implements Store {
       if (!turn) return;
       await trx.updateTable("cluster_loops").set({ last_run_at: now }).where("name", "=", name).execute();
       ran = true;
-      // A failed pass still took its turn, as with tryRunLoop: the next is an interval away.
+      // A failed pass still took its turn, as on SQLite: the next is an interval away.
       await pass().catch((error: unknown) => {
         failure = { error };
       });
@@ -1425,7 +1420,7 @@ export class KyselyStore implements Store {
   }
 
   /** pg-boss's cadence gate: the conditional UPDATE succeeds for one caller per interval. */
-  async tryRunLoop(name: string, intervalMs: number, now: number): Promise<boolean> {
+  async #takeTurn(name: string, intervalMs: number, now: number): Promise<boolean> {
     await this.#db
       .insertInto("cluster_loops")
       .values({ name, last_run_at: 0 })
@@ -1596,11 +1591,11 @@ function successEnding(
 /** A failure is retried or not by the row's attempts and policy; a stop with a reason (credits, budget) keeps it over the agent's generic one. */
 function rowEnding(
   row: JobRow,
-  lease: LeaseRef,
   outcome: Exclude<FinishOutcome, { status: "succeeded" }>,
   now: number,
 ): AttemptEnding {
-  const ending = { jobId: lease.jobId, leaseToken: lease.leaseToken };
+  // A running row always holds its lease's token; the UPDATE is guarded by it.
+  const ending = { jobId: row.id, leaseToken: row.lease_token ?? "" };
   if (outcome.status === "cancelled") {
     const error =
       row.cancel_requested === 1 && row.error

@@ -355,11 +355,9 @@ export interface Store {
   /** An org's market points since `since`, oldest first. */
   listMarketPoints(orgId: string, since: number): Promise<MarketPoint[]>;
 
-  /** Cluster-wide cadence gate: true for exactly one caller per `intervalMs` across every server process. */
-  tryRunLoop(name: string, intervalMs: number, now: number): Promise<boolean>;
   /**
-   * Runs one pass of a cluster-wide loop when `tryRunLoop` would give this caller the turn, and
-   * answers whether it ran. On PostgreSQL no other process starts the loop until the pass ends, however
+   * Runs one pass of a cluster-wide loop when it is this caller's turn (one caller per `intervalMs`
+   * across every server process), and answers whether it ran. On PostgreSQL no other process starts the loop until the pass ends, however
    * long it takes (a pass longer than the interval would otherwise overlap the next replica's), nor
    * waits longer if this process dies mid-pass. SQLite, one host's store, has the gate alone.
    */
