@@ -7,6 +7,7 @@ import { build } from "esbuild";
  * - dist/agent.mjs, one self-contained file that a bare instance fetches from /agent.mjs and runs;
  * - dist/hangar.mjs, the CLI and server with npm packages left external. `./hangar` runs it while it
  *   is newer than every source file: it spares each process Node's TypeScript stripping (~30 MB).
+ *   Beside it, dist/chem-worker.mjs: the server's RDKit thread (src/chem/chemistry.ts).
  */
 const root = join(import.meta.dirname, "..");
 const runnerSource = readFileSync(join(root, "src/agent/notebook/run_notebook.py"), "utf8");
@@ -27,9 +28,13 @@ await build({
 });
 await build({
   ...common,
-  entryPoints: [join(root, "src/cli/main.ts")],
-  outfile: join(root, "dist/hangar.mjs"),
+  entryPoints: {
+    hangar: join(root, "src/cli/main.ts"),
+    "chem-worker": join(root, "src/chem/chem-worker.ts"),
+  },
+  outdir: join(root, "dist"),
+  outExtension: { ".js": ".mjs" },
   packages: "external",
   banner: { js: "// Hangar CLI and server: bundled by scripts/build.ts" },
 });
-console.log("built dist/agent.mjs and dist/hangar.mjs");
+console.log("built dist/agent.mjs, dist/hangar.mjs and dist/chem-worker.mjs");

@@ -264,6 +264,7 @@ export class AgentHub {
     const spec = (batch?.spec ?? first.spec) as unknown as PredictionTargetSpec;
     const ttl = Math.max(config.signedUrlTtlS, Math.ceil(first.timeoutMs / 1000));
     const items: PredictionItem[] = [];
+    const logSeqs = await store.lastLogSeqs(jobs.map((job) => ({ jobId: job.id, attempt: job.attempts })));
     for (const job of jobs) {
       if (job.attempts > 1) await blobs.delete(`${runArea(job.id)}/output/`);
       const ligand = (job.spec as unknown as PredictionJobSpec).ligand;
@@ -271,7 +272,7 @@ export class AgentHub {
         job_id: job.id,
         lease_token: job.leaseToken!,
         attempt: job.attempts,
-        log_seq_after: await store.lastLogSeq(job.id, job.attempts),
+        log_seq_after: logSeqs.get(job.id) ?? 0,
         input: { id: ligand.input_id, name: ligand.name, smiles: ligand.smiles },
       });
     }
@@ -298,10 +299,10 @@ export class AgentHub {
   async heartbeats(leases: LeaseRef[]): Promise<{ cancel: string[]; lost: string[] }> {
     const now = this.#ctx.now();
     const answer = { cancel: [] as string[], lost: [] as string[] };
-    for (const lease of leases) {
-      const result = await this.#ctx.store.heartbeat(lease, now, this.#ctx.config.leaseS * 1000);
-      if (!result.held) answer.lost.push(lease.jobId);
-      else if (result.cancelRequested) answer.cancel.push(lease.jobId);
+    const results = await this.#ctx.store.heartbeatMany(leases, now, this.#ctx.config.leaseS * 1000);
+    for (const [jobId, result] of results) {
+      if (!result.held) answer.lost.push(jobId);
+      else if (result.cancelRequested) answer.cancel.push(jobId);
     }
     return answer;
   }
@@ -331,7 +332,7 @@ export class AgentHub {
       job_id: job.id,
       lease_token: job.leaseToken!,
       attempt: job.attempts,
-      log_seq_after: await store.lastLogSeq(job.id, job.attempts),
+      log_seq_after: (await store.lastLogSeqs([{ jobId: job.id, attempt: job.attempts }])).get(job.id) ?? 0,
       timeout_s: Math.ceil(job.timeoutMs / 1000),
       parameters: spec.parameters,
       notebook: {

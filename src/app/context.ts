@@ -1,6 +1,7 @@
 import { EventEmitter } from "node:events";
 import type { Logger } from "pino";
 import type { BlobStore } from "../blob/blob-store.ts";
+import type { Chemistry } from "../chem/ligands.ts";
 import type { Config } from "../config.ts";
 import type { RateLimiter } from "../domain/rate-limit.ts";
 import type { TerminationTracker } from "../domain/reconcile.ts";
@@ -37,6 +38,8 @@ export interface AppContext {
   sessions: SessionTokens;
   /** Request rate limits per API key, user and org (in this process). */
   rateLimiter: RateLimiter;
+  /** RDKit, for checking ligands and reading SD files. */
+  chemistry: Chemistry;
 }
 
 export function createEvents(): EventEmitter {

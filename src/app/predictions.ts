@@ -1,17 +1,16 @@
 import { text } from "node:stream/consumers";
 import {
+  type Chemistry,
   checkLigandRange,
   type InvalidLigand,
   type LigandEntry,
   type LigandInput,
   type LigandVerdicts,
-  listNeedsRdkit,
   nameLigands,
   parseLigandList,
   validateLigands,
 } from "../chem/ligands.ts";
 import { a3mProblem, firstA3mRecord, MSA_FILE_EXTENSION } from "../chem/msa.ts";
-import { loadRdkit } from "../chem/rdkit.ts";
 import { boxFromLigand, parseReceptor, receptorFileFormat } from "../chem/receptor.ts";
 import type { Principal } from "../domain/access.ts";
 import { DEFAULT_RETRY_POLICY } from "../domain/backoff.ts";
@@ -219,8 +218,8 @@ export async function submitPrediction(
   const { orgId } = principal;
   const spec = modelSpec(request.model);
   const target = await resolveTarget(ctx, orgId, spec, request);
-  const checked = validateLigands(
-    await loadRdkit(),
+  const checked = await validateLigands(
+    ctx.chemistry,
     [{ name: request.ligand_name ?? "ligand", smiles: request.ligand_smiles }],
     {
       maxLigands: 1,
@@ -333,7 +332,7 @@ export async function submitBatch(
     return ctx.store.insertValidatingBatch(batch, total);
   }
   const children: NewBatchChild[] = [];
-  const verdict = await checkInChunks(spec.name, pending, async (chunk) => {
+  const verdict = await checkInChunks(ctx.chemistry, spec.name, pending, async (chunk) => {
     children.push(...chunk);
   });
   if (verdict.rejection) {
@@ -363,22 +362,40 @@ interface Verdict {
  * but nothing more is stored. Only one chunk's children exist at a time.
  */
 async function checkInChunks(
+  chemistry: Chemistry,
   model: string,
   pending: PendingLigands,
   store: (children: NewBatchChild[]) => Promise<void>,
 ): Promise<Verdict> {
-  const rdkit = await loadRdkit();
   const { ligands } = pending;
   const naming = nameLigands(ligands);
   const options = pending.max_heavy_atoms !== null ? { maxHeavyAtoms: pending.max_heavy_atoms } : {};
   const invalid: InvalidLigand[] = [];
   const fragmentsDropped: string[] = [];
-  for (let from = 0; from < ligands.length; from += CHECK_CHUNK) {
-    const range = { from, to: Math.min(ligands.length, from + CHECK_CHUNK) };
-    const checked = await checkLigandRange(rdkit, ligands, naming, range, options);
-    invalid.push(...checked.invalid);
-    for (const ligand of checked.valid) if (ligand.fragmentsDropped > 0) fragmentsDropped.push(ligand.name);
-    if (invalid.length === 0 || pending.skip_invalid) await store(childrenOf(model, checked));
+  const check = (from: number) =>
+    from < ligands.length
+      ? checkLigandRange(
+          chemistry,
+          ligands,
+          naming,
+          { from, to: Math.min(ligands.length, from + CHECK_CHUNK) },
+          options,
+        )
+      : null;
+  // RDKit (in its worker) checks the next chunk while this thread stores the last one.
+  let next = check(0);
+  try {
+    for (let from = 0; next !== null; from += CHECK_CHUNK) {
+      const checked = await next;
+      next = check(from + CHECK_CHUNK);
+      invalid.push(...checked.invalid);
+      for (const ligand of checked.valid) if (ligand.fragmentsDropped > 0) fragmentsDropped.push(ligand.name);
+      if (invalid.length === 0 || pending.skip_invalid) await store(childrenOf(model, checked));
+    }
+  } catch (error) {
+    // The chunk checked ahead is no longer wanted; its failure must not go unhandled.
+    next?.catch(() => undefined);
+    throw error;
   }
   const rejection =
     invalid.length > 0 && !pending.skip_invalid
@@ -429,7 +446,7 @@ export async function validateBatch(ctx: AppContext, batch: Batch): Promise<Batc
   const pending = JSON.parse(
     await text(await ctx.blobs.get(`${batchArea(batch.id)}/ligands.json`)),
   ) as PendingLigands;
-  const verdict = await checkInChunks(batch.model, pending, (children) =>
+  const verdict = await checkInChunks(ctx.chemistry, batch.model, pending, (children) =>
     ctx.store.appendBatchChildren(batch, children, policy(ctx)),
   );
   if (verdict.rejection) {
@@ -468,8 +485,11 @@ async function requestedLigands(
   if (!request.ligands_dataset) throw unprocessable("no_ligands", "Give ligands or ligands_dataset");
   const dataset = await getDataset(ctx, orgId, request.ligands_dataset);
   const file = dataset.files[0]!;
-  const rdkit = listNeedsRdkit(file.path) ? await loadRdkit() : null;
-  const parsed = parseLigandList(rdkit, file.path, await text(await ctx.blobs.get(file.blobKey)));
+  const parsed = await parseLigandList(
+    ctx.chemistry,
+    file.path,
+    await text(await ctx.blobs.get(file.blobKey)),
+  );
   if (parsed.entries.length + parsed.errors.length === 0) {
     throw unprocessable("no_ligands", `${file.path} holds no ligands`);
   }

@@ -1,7 +1,4 @@
-import { setImmediate } from "node:timers/promises";
-import type { Mol, MolList } from "@rdkit/rdkit";
 import { unprocessable } from "../domain/errors.ts";
-import type { Rdkit } from "./rdkit.ts";
 
 export type LigandCheck =
   | {
@@ -64,105 +61,22 @@ export interface LigandValidation {
   renamed: Renamed[];
 }
 
-/** What `Mol.get_frags()` returns; the typings only say `any`. */
-interface Fragments {
-  molList: MolList;
+/** What RDKit does for Hangar (chemistry.ts runs it in a worker thread). */
+export interface Chemistry {
+  /** RDKit's verdict on each SMILES, in order. */
+  checkSmiles(smiles: readonly string[]): Promise<LigandCheck[]>;
+  /** An SD file's records as SMILES rows, or the reason each unreadable record was refused. */
+  readSdf(text: string): Promise<LigandList>;
 }
-
-/**
- * Sanitisation (valence, kekulisation) is the validation we want; removing explicit hydrogens is not
- * and costs about a quarter of the parse, and heavy-atom counts do not depend on it.
- */
-const SMILES_PARSE_OPTIONS = JSON.stringify({ sanitize: true, removeHs: false });
 
 const LIGAND_FILE_EXTENSIONS = [".csv", ".smi", ".smiles", ".sdf"] as const;
 
-const fail = (reason: string): LigandCheck => ({ ok: false, reason });
-
-/**
- * Parses and sanitises one SMILES with RDKit; salts and mixtures keep their largest fragment.
- * A one-fragment SMILES is kept as given: canonicalising it would add about 70% to the check and
- * buy nothing downstream (the input is what the user recognises, and every model reads any valid SMILES).
- */
-export function checkLigand(rdkit: Rdkit, smiles: string): LigandCheck {
-  const input = smiles.trim();
-  if (input === "") return fail("empty SMILES");
-  // RDKit would read "CCO ethanol" as a SMILES with a name, so the whole string would not be a SMILES.
-  if (/\s/.test(input)) return fail("not a valid SMILES: it contains whitespace (give the name separately)");
-  if (input.includes("*"))
-    return fail("not a valid SMILES: it has a wildcard atom (*), which cannot be modelled");
-  rdkit.errorLog?.clear_buffer();
-  const mol = rdkit.module.get_mol(input, SMILES_PARSE_OPTIONS);
-  if (mol === null) return fail(`not a valid SMILES: ${rdkitComplaint(rdkit)}`);
-  try {
-    if (input.includes(".")) return largestFragment(mol, smiles);
-    const heavyAtoms = mol.get_num_atoms(true);
-    if (heavyAtoms === 0) return fail("no heavy atoms");
-    return { ok: true, smiles: input, heavyAtoms, fragmentsDropped: 0, inputSmiles: smiles };
-  } finally {
-    mol.delete();
-  }
-}
-
-/** Keeps the fragment with the most heavy atoms (the first of equals), as canonical SMILES. */
-function largestFragment(mol: Mol, inputSmiles: string): LigandCheck {
-  const fragments: Fragments = mol.get_frags();
-  const list = fragments.molList;
-  try {
-    const count = list.size();
-    let smiles = "";
-    let heavyAtoms = 0;
-    for (let i = 0; i < count; i++) {
-      const fragment = list.at(i);
-      if (fragment === null) continue;
-      try {
-        const fragmentHeavyAtoms = fragment.get_num_atoms(true);
-        if (fragmentHeavyAtoms > heavyAtoms) {
-          heavyAtoms = fragmentHeavyAtoms;
-          smiles = fragment.get_smiles();
-        }
-      } finally {
-        fragment.delete();
-      }
-    }
-    if (heavyAtoms === 0) return fail("no heavy atoms");
-    return { ok: true, smiles, heavyAtoms, fragmentsDropped: count - 1, inputSmiles };
-  } finally {
-    list.delete();
-  }
-}
-
-/** RDKit's own words for why it rejected the last input, without its timestamps and echo of the input. */
-function rdkitComplaint(rdkit: Rdkit): string {
-  const lines = (rdkit.errorLog?.get_buffer() ?? "")
-    .split("\n")
-    .map((line) => line.replace(/^\[[\d:]+\]\s*/, "").trim())
-    .filter((line) => line !== "");
-  for (const line of lines) {
-    const position = /check for mistakes around position (\d+)/.exec(line);
-    if (position) return `syntax error at position ${position[1]}`;
-  }
-  // Failed invariants come framed in asterisks: a kind ("Range Error"), then the check that failed.
-  if (lines.some((line) => /^\*+$/.test(line))) {
-    const [kind, check] = lines.filter((line) => !/^\*+$/.test(line));
-    if (kind !== undefined) return check === undefined ? kind : `${kind}: ${check}`;
-  }
-  const first = lines[0];
-  if (first === undefined) return "RDKit could not read it";
-  return first
-    .replace(/^SMILES Parse Error:\s*/, "")
-    .replace(/ for input: '.*'$/, "")
-    .replace(/\s+/g, " ");
-}
-
-/** Whether reading this list needs RDKit (only SD files: their molblocks become SMILES). */
-export const listNeedsRdkit = (fileName: string) => fileName.toLowerCase().endsWith(".sdf");
-
-/**
- * Reads a ligand list: `.csv` (with a `smiles` column), `.smi`/`.smiles`, or `.sdf`. `rdkit` may be
- * null when `listNeedsRdkit` says so: loading it costs ~100 MB, which a CSV does not need.
- */
-export function parseLigandList(rdkit: Rdkit | null, fileName: string, content: string): LigandList {
+/** Reads a ligand list: `.csv` (with a `smiles` column), `.smi`/`.smiles`, or `.sdf` (through RDKit). */
+export async function parseLigandList(
+  chemistry: Chemistry,
+  fileName: string,
+  content: string,
+): Promise<LigandList> {
   const text = content.startsWith("\uFEFF") ? content.slice(1) : content;
   const extension = /\.[^./\\]+$/.exec(fileName.toLowerCase())?.[0] ?? "";
   switch (extension) {
@@ -172,8 +86,7 @@ export function parseLigandList(rdkit: Rdkit | null, fileName: string, content: 
     case ".smiles":
       return { entries: parseSmiLigands(text), errors: [] };
     case ".sdf":
-      if (!rdkit) throw new Error("parseLigandList needs RDKit for an SD file (see listNeedsRdkit)");
-      return parseSdfLigands(rdkit, text);
+      return chemistry.readSdf(text);
     default:
       throw unprocessable(
         "unsupported_ligand_file",
@@ -183,7 +96,7 @@ export function parseLigandList(rdkit: Rdkit | null, fileName: string, content: 
   }
 }
 
-const defaultName = (index: number) => `ligand_${index + 1}`;
+export const defaultName = (index: number) => `ligand_${index + 1}`;
 
 function parseCsvLigands(fileName: string, text: string): LigandRow[] {
   const records = parseCsv(fileName, text).filter((record) => record.some((cell) => cell.trim() !== ""));
@@ -281,35 +194,6 @@ function parseSmiLigands(text: string): LigandRow[] {
   return rows;
 }
 
-/** Records end at `$$$$`; the name is the molblock's first line; RDKit turns each molblock into SMILES. */
-function parseSdfLigands(rdkit: Rdkit, text: string): LigandList {
-  const entries: LigandRow[] = [];
-  const errors: InvalidLigand[] = [];
-  const records = text.split(/^\$\$\$\$[ \t]*\r?$\n?/m);
-  if (records.at(-1)?.trim() === "") records.pop();
-  records.forEach((record, index) => {
-    const name = record.split(/\r?\n/, 1)[0]?.trim() || defaultName(index);
-    const end = /^M {2}END[ \t]*\r?$/m.exec(record);
-    if (end === null) {
-      errors.push({ index, name, reason: 'not a molfile record (no "M  END" line)' });
-      return;
-    }
-    rdkit.errorLog?.clear_buffer();
-    const mol = rdkit.module.get_mol(record.slice(0, end.index + end[0].length));
-    if (mol === null) {
-      errors.push({ index, name, reason: `RDKit cannot read this record: ${rdkitComplaint(rdkit)}` });
-      return;
-    }
-    try {
-      if (mol.get_num_atoms() === 0) errors.push({ index, name, reason: "the record has no atoms" });
-      else entries.push({ index, name, smiles: mol.get_smiles() });
-    } finally {
-      mol.delete();
-    }
-  });
-  return { entries, errors };
-}
-
 /** Makes names unique: a repeat gets `-2`, `-3`, … skipping suffixes that some other name already has. */
 export function uniqueNames(names: readonly string[]): { names: string[]; renamed: Renamed[] } {
   const taken = new Set(names);
@@ -356,42 +240,37 @@ export interface LigandVerdicts {
 }
 
 /**
- * Checks `ligands[from..to)` in order into `into`, yielding after each one so a caller can pause.
- * Each distinct SMILES of the range is parsed once.
+ * Sorts `ligands[from..to)` into valid and invalid rows, in order, from RDKit's verdict on each
+ * distinct SMILES, and the model's atom limit.
  */
-function* checkEach(
-  rdkit: Rdkit,
+function verdictsOf(
   ligands: readonly LigandInput[],
   naming: LigandNaming,
   range: { from: number; to: number },
   options: { maxHeavyAtoms?: number },
-  into: LigandVerdicts,
-): Generator<void> {
-  const checked = new Map<string, LigandCheck>();
+  checks: ReadonlyMap<string, LigandCheck>,
+): LigandVerdicts {
+  const verdicts: LigandVerdicts = { valid: [], invalid: [] };
   for (let position = range.from; position < range.to; position++) {
     const ligand = ligands[position]!;
     const index = naming.indexes[position]!;
     const name = naming.names[position]!;
     if (ligand.unreadable !== undefined) {
-      into.invalid.push({ index, name, reason: ligand.unreadable });
+      verdicts.invalid.push({ index, name, reason: ligand.unreadable });
       continue;
     }
-    let check = checked.get(ligand.smiles);
-    if (check === undefined) {
-      check = checkLigand(rdkit, ligand.smiles);
-      checked.set(ligand.smiles, check);
-    }
+    const check = checks.get(ligand.smiles)!;
     if (!check.ok) {
-      into.invalid.push({ index, name, reason: check.reason, smiles: ligand.smiles });
+      verdicts.invalid.push({ index, name, reason: check.reason, smiles: ligand.smiles });
     } else if (options.maxHeavyAtoms !== undefined && check.heavyAtoms > options.maxHeavyAtoms) {
-      into.invalid.push({
+      verdicts.invalid.push({
         index,
         name,
         reason: `${check.heavyAtoms} heavy atoms; this model takes at most ${options.maxHeavyAtoms}`,
         smiles: ligand.smiles,
       });
     } else {
-      into.valid.push({
+      verdicts.valid.push({
         index,
         name,
         smiles: check.smiles,
@@ -400,19 +279,19 @@ function* checkEach(
         fragmentsDropped: check.fragmentsDropped,
       });
     }
-    yield;
   }
+  return verdicts;
 }
 
 /**
  * Checks every ligand of a submission at once: unique names, SMILES RDKit accepts, and the model's
- * atom limit. For a few ligands; big lists go through `checkLigandRange`, which lets the server breathe.
+ * atom limit. Big lists go through `checkLigandRange` a chunk at a time.
  */
-export function validateLigands(
-  rdkit: Rdkit,
+export async function validateLigands(
+  chemistry: Chemistry,
   ligands: readonly LigandInput[],
   options: { maxLigands: number; maxHeavyAtoms?: number },
-): LigandValidation {
+): Promise<LigandValidation> {
   if (ligands.length > options.maxLigands) {
     throw unprocessable(
       "too_many_ligands",
@@ -421,35 +300,30 @@ export function validateLigands(
     );
   }
   const naming = nameLigands(ligands);
-  const verdicts: LigandVerdicts = { valid: [], invalid: [] };
-  const steps = checkEach(rdkit, ligands, naming, { from: 0, to: ligands.length }, options, verdicts);
-  while (!steps.next().done);
+  const verdicts = await checkLigandRange(
+    chemistry,
+    ligands,
+    naming,
+    { from: 0, to: ligands.length },
+    options,
+  );
   return { ...verdicts, renamed: naming.renamed };
 }
 
-/** How long one stretch of checking may hold the event loop (RDKit takes 0.07–0.3 ms per SMILES). */
-const CHECK_SLICE_MS = 8;
-
-/**
- * Checks `ligands[from..to)` on this thread in slices of a few milliseconds, giving the event loop
- * a turn between slices so requests and heartbeats are answered while a big batch is checked. One
- * RDKit per process keeps the server's memory flat; worker threads would each load their own.
- */
+/** Checks `ligands[from..to)`; each distinct SMILES of the range is parsed once. */
 export async function checkLigandRange(
-  rdkit: Rdkit,
+  chemistry: Chemistry,
   ligands: readonly LigandInput[],
   naming: LigandNaming,
   range: { from: number; to: number },
   options: { maxHeavyAtoms?: number },
 ): Promise<LigandVerdicts> {
-  const verdicts: LigandVerdicts = { valid: [], invalid: [] };
-  const steps = checkEach(rdkit, ligands, naming, range, options, verdicts);
-  let sliceStarted = performance.now();
-  while (!steps.next().done) {
-    if (performance.now() - sliceStarted > CHECK_SLICE_MS) {
-      await setImmediate();
-      sliceStarted = performance.now();
-    }
+  const distinct = new Set<string>();
+  for (let position = range.from; position < range.to; position++) {
+    const ligand = ligands[position]!;
+    if (ligand.unreadable === undefined) distinct.add(ligand.smiles);
   }
-  return verdicts;
+  const smiles = [...distinct];
+  const checks = await chemistry.checkSmiles(smiles);
+  return verdictsOf(ligands, naming, range, options, new Map(smiles.map((s, i) => [s, checks[i]!])));
 }

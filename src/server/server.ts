@@ -9,6 +9,7 @@ import { Metrics } from "../app/metrics.ts";
 import { OfferBook } from "../app/offers.ts";
 import { openBlobStore } from "../blob/index.ts";
 import { UrlSigner } from "../blob/url-signer.ts";
+import { WorkerChemistry } from "../chem/chemistry.ts";
 import type { Config } from "../config.ts";
 import { RateLimiter } from "../domain/rate-limit.ts";
 import { TerminationTracker } from "../domain/reconcile.ts";
@@ -26,6 +27,8 @@ export const REPO_ROOT = checkoutRoot(import.meta.dirname);
 export const AGENT_BUNDLE = join(REPO_ROOT, "dist", "agent.mjs");
 export const ADMIN_KEY_FILE = "admin-api-key";
 const DEFAULT_ORG = "org_default";
+/** RDKit's thread ends after this long without a check, returning its ~100 MB. */
+const CHEMISTRY_IDLE_MS = 30_000;
 
 function modelSettings(env: NodeJS.ProcessEnv): Record<string, string> {
   return Object.fromEntries(MODEL_SETTINGS.flatMap((name) => (env[name] ? [[name, env[name]]] : [])));
@@ -78,6 +81,7 @@ export async function startServer(
     ...(options.extraProviders ?? []),
   ].filter((source) => source !== null);
   const terminations = new TerminationTracker(config.reconcileIntervalS * 1000);
+  const chemistry = new WorkerChemistry({ idleMs: CHEMISTRY_IDLE_MS });
   const ctx: AppContext = {
     config,
     store,
@@ -94,6 +98,7 @@ export async function startServer(
     defaultOrgId: DEFAULT_ORG,
     sessions: new SessionTokens(config.signingSecret, config.accessTokenTtlS),
     rateLimiter: new RateLimiter(),
+    chemistry,
   };
   await store.accounts.ensureOrg(DEFAULT_ORG, "default", ctx.now());
   await ensureAdmin(ctx);
@@ -146,6 +151,7 @@ export async function startServer(
           if (!options.extraProviders?.includes(provider)) await provider.close?.();
         }
         await app.close();
+        await chemistry.close();
         await store.close();
         log.info("hangar server stopped");
       })();

@@ -454,6 +454,30 @@ export class KyselyStore implements Store {
     return row ? { held: true, cancelRequested: row.cancel_requested === 1 } : { held: false };
   }
 
+  async heartbeatMany(
+    leases: readonly LeaseRef[],
+    now: number,
+    leaseMs: number,
+  ): Promise<Map<string, HeartbeatResult>> {
+    const results = new Map<string, HeartbeatResult>(leases.map((l) => [l.jobId, { held: false }]));
+    if (leases.length === 0) return results;
+    const rows = await this.#db
+      .updateTable("jobs")
+      .set({ lease_expires_at: now + leaseMs })
+      .where((eb) =>
+        eb(
+          eb.refTuple("id", "lease_token"),
+          "in",
+          leases.map((l) => eb.tuple(l.jobId, l.leaseToken)),
+        ),
+      )
+      .where("status", "=", "running")
+      .returning(["id", "cancel_requested"])
+      .execute();
+    for (const row of rows) results.set(row.id, { held: true, cancelRequested: row.cancel_requested === 1 });
+    return results;
+  }
+
   async finish(lease: LeaseRef, outcome: FinishOutcome, now: number): Promise<Job | null> {
     const [job] = await this.finishMany([{ lease, outcome }], now);
     return job ?? null;
@@ -1097,14 +1121,23 @@ export class KyselyStore implements Store {
     );
   }
 
-  async lastLogSeq(jobId: string, attempt: number): Promise<number> {
-    const row = await this.#db
+  async lastLogSeqs(attempts: readonly { jobId: string; attempt: number }[]): Promise<Map<string, number>> {
+    const seqs = new Map(attempts.map((a) => [a.jobId, 0]));
+    if (attempts.length === 0) return seqs;
+    const rows = await this.#db
       .selectFrom("job_logs")
-      .select((eb) => eb.fn.max("seq").as("seq"))
-      .where("job_id", "=", jobId)
-      .where("attempt", "=", attempt)
-      .executeTakeFirst();
-    return Number(row?.seq ?? 0);
+      .select((eb) => ["job_id", eb.fn.max("seq").as("seq")])
+      .where((eb) =>
+        eb(
+          eb.refTuple("job_id", "attempt"),
+          "in",
+          attempts.map((a) => eb.tuple(a.jobId, a.attempt)),
+        ),
+      )
+      .groupBy("job_id")
+      .execute();
+    for (const row of rows) seqs.set(row.job_id, Number(row.seq ?? 0));
+    return seqs;
   }
 
   async readLogs(

@@ -225,6 +225,12 @@ export interface Store {
   listJobs(query: ListJobsQuery): Promise<Job[]>;
   claim(request: ClaimRequest): Promise<Job[]>;
   heartbeat(lease: LeaseRef, now: number, leaseMs: number, progress?: JobProgress): Promise<HeartbeatResult>;
+  /** A packed unit's heartbeat: extends every lease still held in one statement; results by job id. */
+  heartbeatMany(
+    leases: readonly LeaseRef[],
+    now: number,
+    leaseMs: number,
+  ): Promise<Map<string, HeartbeatResult>>;
   /** Ends the attempt; a failure goes back to the queue or fails for good per the job's retry policy. */
   finish(lease: LeaseRef, outcome: FinishOutcome, now: number): Promise<Job | null>;
   /**
@@ -296,10 +302,11 @@ export interface Store {
 
   appendLogs(jobId: string, orgId: string, entries: LogEntry[]): Promise<void>;
   /**
-   * The highest `seq` stored for one attempt, 0 when none. A released job is claimed again under the
-   * same attempt number, and its new agent numbers its lines after the ones already there.
+   * The highest `seq` stored for each attempt, by job id; 0 when none. A released job is claimed again
+   * under the same attempt number, and its new agent numbers its lines after the ones already there.
+   * One statement for a packed unit's attempts.
    */
-  lastLogSeq(jobId: string, attempt: number): Promise<number>;
+  lastLogSeqs(attempts: readonly { jobId: string; attempt: number }[]): Promise<Map<string, number>>;
   /** Entries after the cursor `(attempt, seq)`, oldest first. */
   readLogs(
     orgId: string,

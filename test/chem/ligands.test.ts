@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
-import { before, describe, it } from "node:test";
+import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { WorkerChemistry } from "../../src/chem/chemistry.ts";
 import {
-  checkLigand,
   checkLigandRange,
   type LigandInput,
   nameLigands,
@@ -10,14 +11,17 @@ import {
   validateLigands,
 } from "../../src/chem/ligands.ts";
 import { loadRdkit, type Rdkit } from "../../src/chem/rdkit.ts";
+import { checkLigand } from "../../src/chem/rdkit-checks.ts";
 import { HangarError } from "../../src/domain/errors.ts";
 
 const ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O";
 
 let rdkit: Rdkit;
+const chemistry = new WorkerChemistry({ idleMs: 60_000 });
 before(async () => {
   rdkit = await loadRdkit();
 });
+after(() => chemistry.close());
 
 function rejected(smiles: string): string {
   const check = checkLigand(rdkit, smiles);
@@ -85,11 +89,11 @@ describe("checkLigand", () => {
 });
 
 describe("parseLigandList", () => {
-  it("reads CSV with quoted fields, doubled quotes, CRLF and a byte-order mark", () => {
+  it("reads CSV with quoted fields, doubled quotes, CRLF and a byte-order mark", async () => {
     const csv =
       '\uFEFFid,Name,SMILES\r\n1,"aspirin, acetylsalicylic acid",CC(=O)Oc1ccccc1C(=O)O\r\n' +
       '2,"the ""quoted"" one",CCO\r\n3,,c1ccccc1\r\n\r\n4,"two\r\nlines",C1CC\r\n';
-    assert.deepEqual(parseLigandList(rdkit, "library.CSV", csv), {
+    assert.deepEqual(await parseLigandList(chemistry, "library.CSV", csv), {
       entries: [
         { index: 0, name: "aspirin, acetylsalicylic acid", smiles: ASPIRIN },
         { index: 1, name: 'the "quoted" one', smiles: "CCO" },
@@ -100,29 +104,29 @@ describe("parseLigandList", () => {
     });
   });
 
-  it("reads CSV without a name column or a final line break", () => {
-    assert.deepEqual(parseLigandList(rdkit, "l.csv", "smiles\nCCO\nCCN").entries, [
+  it("reads CSV without a name column or a final line break", async () => {
+    assert.deepEqual((await parseLigandList(chemistry, "l.csv", "smiles\nCCO\nCCN")).entries, [
       { index: 0, name: "ligand_1", smiles: "CCO" },
       { index: 1, name: "ligand_2", smiles: "CCN" },
     ]);
   });
 
-  it("refuses CSV without a smiles column, or with a quote never closed", () => {
-    assert.throws(
-      () => parseLigandList(rdkit, "l.csv", "name,structure\naspirin,CCO\n"),
+  it("refuses CSV without a smiles column, or with a quote never closed", async () => {
+    await assert.rejects(
+      parseLigandList(chemistry, "l.csv", "name,structure\naspirin,CCO\n"),
       (error: unknown) =>
         hangarError("invalid_ligand_file")(error) &&
         /"smiles" column \(found: name, structure\)/.test(String(error)),
     );
-    assert.throws(
-      () => parseLigandList(rdkit, "l.csv", 'name,smiles\na,CCO\n"b,CCN\n'),
+    await assert.rejects(
+      parseLigandList(chemistry, "l.csv", 'name,smiles\na,CCO\n"b,CCN\n'),
       (error: unknown) => hangarError("invalid_ligand_file")(error) && /starts on line 3/.test(String(error)),
     );
   });
 
-  it("reads SMILES files: SMILES, whitespace, optional name; skips comments and blank lines", () => {
+  it("reads SMILES files: SMILES, whitespace, optional name; skips comments and blank lines", async () => {
     const smi = "SMILES Name\n# from the bench\nCCO ethanol\n\n  c1ccccc1\tbenzene ring  \r\nC1CC\n";
-    assert.deepEqual(parseLigandList(rdkit, "set.smi", smi), {
+    assert.deepEqual(await parseLigandList(chemistry, "set.smi", smi), {
       entries: [
         { index: 0, name: "ethanol", smiles: "CCO" },
         { index: 1, name: "benzene ring", smiles: "c1ccccc1" },
@@ -130,10 +134,10 @@ describe("parseLigandList", () => {
       ],
       errors: [],
     });
-    assert.equal(parseLigandList(rdkit, "set.smiles", "CCO").entries.length, 1);
+    assert.equal((await parseLigandList(chemistry, "set.smiles", "CCO")).entries.length, 1);
   });
 
-  it("reads SDF records through RDKit; a record it cannot read becomes an error row", () => {
+  it("reads SDF records through RDKit; a record it cannot read becomes an error row", async () => {
     const molblock = (smiles: string, name: string) => {
       const mol = rdkit.module.get_mol(smiles)!;
       try {
@@ -154,7 +158,7 @@ describe("parseLigandList", () => {
     ]
       .map((record) => `${record}$$$$\n`)
       .join("");
-    const list = parseLigandList(rdkit, "hits.sdf", sdf);
+    const list = await parseLigandList(chemistry, "hits.sdf", sdf);
     assert.deepEqual(list.entries, [
       { index: 0, name: "aspirin", smiles: ASPIRIN },
       { index: 2, name: "ligand_3", smiles: "CC(=O)[O-].[Na+]" },
@@ -170,8 +174,11 @@ describe("parseLigandList", () => {
     });
   });
 
-  it("refuses other file types", () => {
-    assert.throws(() => parseLigandList(rdkit, "ligands.xlsx", ""), hangarError("unsupported_ligand_file"));
+  it("refuses other file types", async () => {
+    await assert.rejects(
+      parseLigandList(chemistry, "ligands.xlsx", ""),
+      hangarError("unsupported_ligand_file"),
+    );
   });
 });
 
@@ -189,9 +196,9 @@ describe("uniqueNames", () => {
 });
 
 describe("validateLigands", () => {
-  it("sorts ligands into valid and invalid, naming and de-duplicating them", () => {
-    const result = validateLigands(
-      rdkit,
+  it("sorts ligands into valid and invalid, naming and de-duplicating them", async () => {
+    const result = await validateLigands(
+      chemistry,
       [
         { name: "aspirin", smiles: ASPIRIN },
         { smiles: "C1CC" },
@@ -239,9 +246,9 @@ describe("validateLigands", () => {
     assert.deepEqual(result.renamed, [{ index: 2, from: "aspirin", to: "aspirin-2" }]);
   });
 
-  it("reports the file's own row numbers when the rows carry them", () => {
-    const result = validateLigands(
-      rdkit,
+  it("reports the file's own row numbers when the rows carry them", async () => {
+    const result = await validateLigands(
+      chemistry,
       [
         { index: 3, name: "x", smiles: "CCO" },
         { index: 7, name: "x", smiles: "Xx" },
@@ -253,9 +260,9 @@ describe("validateLigands", () => {
     assert.deepEqual(result.renamed, [{ index: 7, from: "x", to: "x-2" }]);
   });
 
-  it("refuses more ligands than allowed", () => {
-    assert.throws(
-      () => validateLigands(rdkit, [{ smiles: "C" }, { smiles: "CC" }, { smiles: "CCC" }], { maxLigands: 2 }),
+  it("refuses more ligands than allowed", async () => {
+    await assert.rejects(
+      validateLigands(chemistry, [{ smiles: "C" }, { smiles: "CC" }, { smiles: "CCC" }], { maxLigands: 2 }),
       (error: unknown) => hangarError("too_many_ligands")(error) && (error as HangarError).details?.max === 2,
     );
   });
@@ -263,7 +270,7 @@ describe("validateLigands", () => {
 
 describe("checkLigandRange", () => {
   it("checks a big list range by range with the one-shot check's verdicts, names and unreadable rows", async () => {
-    // 3,000 distinct ethers and alcohols (many slices of the event loop), bad rows, a salt and repeats.
+    // 3,000 distinct ethers and alcohols, bad rows, a salt and repeats.
     const ligands: LigandInput[] = Array.from({ length: 3_000 }, (_, i) => ({
       name: i % 1000 === 7 ? "dup" : `l${i}`,
       smiles: `${"C".repeat(1 + (i % 60))}O${"C".repeat(Math.floor(i / 60))}`,
@@ -274,7 +281,7 @@ describe("checkLigandRange", () => {
       { name: "sd record", smiles: "", unreadable: "RDKit cannot read this record" },
     );
     const options = { maxHeavyAtoms: 200 };
-    const oneShot = validateLigands(rdkit, ligands, { maxLigands: 10_000, ...options });
+    const oneShot = await validateLigands(chemistry, ligands, { maxLigands: 10_000, ...options });
     const naming = nameLigands(ligands);
     const ranged = { valid: [] as typeof oneShot.valid, invalid: [] as typeof oneShot.invalid };
     let turns = 0;
@@ -282,7 +289,7 @@ describe("checkLigandRange", () => {
     try {
       for (let from = 0; from < ligands.length; from += 700) {
         const range = { from, to: Math.min(ligands.length, from + 700) };
-        const part = await checkLigandRange(rdkit, ligands, naming, range, options);
+        const part = await checkLigandRange(chemistry, ligands, naming, range, options);
         ranged.valid.push(...part.valid);
         ranged.invalid.push(...part.invalid);
       }
@@ -301,5 +308,34 @@ describe("checkLigandRange", () => {
     assert.equal(oneShot.valid.find((l) => l.name === "salt")?.fragmentsDropped, 1);
     assert.equal(oneShot.renamed.length, 2, "the two later 'dup' rows were renamed");
     assert.ok(turns > 0, "timers ran while the list was checked");
+  });
+});
+
+describe("WorkerChemistry", () => {
+  it("checks in a worker thread that ends when idle and starts again when needed", async () => {
+    const brief = new WorkerChemistry({ idleMs: 50 });
+    try {
+      assert.equal(brief.running, false, "RDKit is not loaded before it is needed");
+      const [good, bad] = await brief.checkSmiles([ASPIRIN, "C1CC"]);
+      assert.deepEqual(good, checkLigand(rdkit, ASPIRIN));
+      assert.deepEqual(bad, { ok: false, reason: "not a valid SMILES: unclosed ring" });
+      assert.equal(brief.running, true);
+      await sleep(400);
+      assert.equal(brief.running, false, "the idle worker ended, returning RDKit's memory");
+      assert.deepEqual(await brief.checkSmiles(["CCO"]), [checkLigand(rdkit, "CCO")]);
+      assert.deepEqual(await brief.checkSmiles([]), []);
+    } finally {
+      await brief.close();
+    }
+    assert.equal(brief.running, false);
+  });
+
+  it("answers requests made at once, each with its own result", async () => {
+    const lists = [["CCO", "CCN"], ["c1ccccc1"], ["Xx", "CC(=O)[O-].[Na+]", "C"]];
+    const answers = await Promise.all(lists.map((smiles) => chemistry.checkSmiles(smiles)));
+    assert.deepEqual(
+      answers,
+      lists.map((smiles) => smiles.map((one) => checkLigand(rdkit, one))),
+    );
   });
 });

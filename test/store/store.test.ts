@@ -165,6 +165,40 @@ for (const dialect of DIALECTS) {
       );
     });
 
+    it("renews a unit's leases in one call, only where the token still holds", async () => {
+      const jobs = [
+        await store.enqueue(newJob()),
+        await store.enqueue(newJob()),
+        await store.enqueue(newJob()),
+      ];
+      const claimed = await store.claim({ owner: "w", limit: 3, leaseMs: 1000, now: 12_000 });
+      assert.equal(claimed.length, 3);
+      const leases = claimed.map((job) => ({ jobId: job.id, leaseToken: job.leaseToken! }));
+      const [done, cancelled, running] = leases;
+      await store.finish(done!, { status: "succeeded" }, 12_100);
+      const cancelledJob = claimed.find((job) => job.id === cancelled!.jobId)!;
+      await store.requestCancel(ORG, cancelledJob.id, 12_200);
+      const beats = await store.heartbeatMany(
+        [...leases, { jobId: running!.jobId, leaseToken: "stale" }],
+        12_500,
+        1000,
+      );
+      assert.deepEqual(
+        beats,
+        new Map([
+          [done!.jobId, { held: false }],
+          [cancelled!.jobId, { held: true, cancelRequested: true }],
+          [running!.jobId, { held: true, cancelRequested: false }],
+        ]),
+      );
+      assert.equal((await store.getJob(ORG, running!.jobId))?.leaseExpiresAt, 13_500);
+      assert.equal((await store.getJob(ORG, done!.jobId))?.leaseExpiresAt, null);
+      assert.deepEqual(await store.heartbeatMany([], 12_600, 1000), new Map());
+      assert.ok(jobs.every((job) => claimed.some((c) => c.id === job.id)));
+      await store.finish(running!, { status: "succeeded" }, 12_700);
+      await store.finish(cancelled!, { status: "cancelled" }, 12_700);
+    });
+
     it("retries a retryable failure with backoff and fails when attempts run out", async () => {
       const job = await store.enqueue(newJob({ maxAttempts: 2, backoffMinMs: 1000, backoffMaxMs: 4000 }));
       const [first] = await store.claim({ owner: "w", limit: 1, leaseMs: 1000, now: 20_000 });
@@ -329,8 +363,24 @@ for (const dialect of DIALECTS) {
         ["line 3", "retry"],
       );
       assert.equal((await store.readLogs(OTHER_ORG, job.id, { attempt: 0, seq: 0 }, 100)).length, 0);
-      assert.equal(await store.lastLogSeq(job.id, 1), 3);
-      assert.equal(await store.lastLogSeq(job.id, 3), 0);
+      const other = await store.enqueue(newJob());
+      await store.appendLogs(other.id, ORG, [{ attempt: 1, seq: 7, ts: 9, stream: "stdout", text: "x" }]);
+      assert.deepEqual(
+        await store.lastLogSeqs([
+          { jobId: job.id, attempt: 1 },
+          { jobId: other.id, attempt: 1 },
+        ]),
+        new Map([
+          [job.id, 3],
+          [other.id, 7],
+        ]),
+      );
+      assert.deepEqual(
+        await store.lastLogSeqs([{ jobId: job.id, attempt: 3 }]),
+        new Map([[job.id, 0]]),
+        "an attempt without lines starts at 0; another attempt's lines do not count",
+      );
+      assert.deepEqual(await store.lastLogSeqs([]), new Map());
       await store.requestCancel(ORG, job.id, 0);
     });
 

@@ -1,0 +1,100 @@
+import { Worker } from "node:worker_threads";
+import type { Chemistry, LigandCheck, LigandList } from "./ligands.ts";
+
+export type ChemRequest =
+  | { id: number; op: "check"; smiles: readonly string[] }
+  | { id: number; op: "sdf"; text: string };
+
+export type ChemReply =
+  | { id: number; checks: LigandCheck[] }
+  | { id: number; list: LigandList }
+  | { id: number; error: string };
+
+/** The bundle (dist/hangar.mjs) runs dist/chem-worker.mjs; the sources run the worker's source. */
+const WORKER_URL = import.meta.url.endsWith(".mjs")
+  ? new URL("./chem-worker.mjs", import.meta.url)
+  : new URL("./chem-worker.ts", import.meta.url);
+
+interface Waiting {
+  resolve: (reply: ChemReply) => void;
+  reject: (error: Error) => void;
+}
+
+/**
+ * RDKit in a worker thread, started on first use and ended after `idleMs` without requests. The
+ * server's thread stays free to answer requests while a 100,000-ligand batch is checked, and the
+ * ~100 MB RDKit takes is given back once checking stops (WebAssembly memory never shrinks, so
+ * ending the thread is the only way to return it).
+ */
+export class WorkerChemistry implements Chemistry {
+  readonly #idleMs: number;
+  #thread: { worker: Worker; waiting: Map<number, Waiting> } | null = null;
+  #nextId = 1;
+  #idleTimer: NodeJS.Timeout | undefined;
+
+  constructor(options: { idleMs: number }) {
+    this.#idleMs = options.idleMs;
+  }
+
+  async checkSmiles(smiles: readonly string[]): Promise<LigandCheck[]> {
+    if (smiles.length === 0) return [];
+    const reply = await this.#ask({ op: "check", smiles });
+    return (reply as { checks: LigandCheck[] }).checks;
+  }
+
+  async readSdf(text: string): Promise<LigandList> {
+    const reply = await this.#ask({ op: "sdf", text });
+    return (reply as { list: LigandList }).list;
+  }
+
+  /** Whether the worker (and RDKit's memory) is there now. */
+  get running(): boolean {
+    return this.#thread !== null;
+  }
+
+  async close(): Promise<void> {
+    clearTimeout(this.#idleTimer);
+    const thread = this.#thread;
+    this.#thread = null;
+    await thread?.worker.terminate();
+  }
+
+  #ask(
+    request: { op: "check"; smiles: readonly string[] } | { op: "sdf"; text: string },
+  ): Promise<ChemReply> {
+    clearTimeout(this.#idleTimer);
+    const { worker, waiting } = this.#start();
+    const id = this.#nextId++;
+    return new Promise<ChemReply>((resolve, reject) => {
+      waiting.set(id, { resolve, reject });
+      worker.postMessage({ ...request, id } satisfies ChemRequest);
+    }).then((reply) => {
+      if ("error" in reply) throw new Error(`RDKit failed: ${reply.error}`);
+      return reply;
+    });
+  }
+
+  #start(): { worker: Worker; waiting: Map<number, Waiting> } {
+    if (this.#thread) return this.#thread;
+    const thread = { worker: new Worker(WORKER_URL), waiting: new Map<number, Waiting>() };
+    const { worker, waiting } = thread;
+    // An idle worker must not keep the process alive; a busy one is awaited by its callers.
+    worker.unref();
+    worker.on("message", (reply: ChemReply) => {
+      waiting.get(reply.id)?.resolve(reply);
+      waiting.delete(reply.id);
+      if (waiting.size === 0 && this.#thread === thread) {
+        this.#idleTimer = setTimeout(() => void this.close(), this.#idleMs).unref();
+      }
+    });
+    const fail = (error: Error) => {
+      if (this.#thread === thread) this.#thread = null;
+      for (const pending of waiting.values()) pending.reject(error);
+      waiting.clear();
+    };
+    worker.on("error", fail);
+    worker.on("exit", (code) => fail(new Error(`the chemistry worker stopped (exit code ${code})`)));
+    this.#thread = thread;
+    return thread;
+  }
+}
