@@ -173,7 +173,9 @@ const SUITES: Suite[] = [
             const read = (field: string) => at(s, `get_batch_while_completing_ms.${phase}.${field}`);
             const share = read("server.within_5ms_share");
             const server = typeof share === "number" ? `; server ≤ 5 ms: ${(share * 100).toFixed(1)}%` : "";
-            return `${cell(read("p50"))} / ${cell(read("p99"))} ms at ${cell(read("children_ended_per_s"))}/s${server}`;
+            const floor = read("healthz_reference.p99");
+            const healthz = typeof floor === "number" ? `; \`/healthz\` p99 ${cell(floor)} ms` : "";
+            return `${cell(read("p50"))} / ${cell(read("p99"))} ms at ${cell(read("children_ended_per_s"))}/s${server}${healthz}`;
           }),
         ]);
       }
