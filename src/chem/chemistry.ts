@@ -64,6 +64,8 @@ export class WorkerChemistry implements Chemistry {
   ): Promise<ChemReply> {
     clearTimeout(this.#idleTimer);
     const { worker, waiting } = this.#start();
+    // A waiting caller keeps the process alive; an idle worker must not (see #start).
+    worker.ref();
     const id = this.#nextId++;
     return new Promise<ChemReply>((resolve, reject) => {
       waiting.set(id, { resolve, reject });
@@ -78,13 +80,14 @@ export class WorkerChemistry implements Chemistry {
     if (this.#thread) return this.#thread;
     const thread = { worker: new Worker(WORKER_URL), waiting: new Map<number, Waiting>() };
     const { worker, waiting } = thread;
-    // An idle worker must not keep the process alive; a busy one is awaited by its callers.
-    worker.unref();
     worker.on("message", (reply: ChemReply) => {
       waiting.get(reply.id)?.resolve(reply);
       waiting.delete(reply.id);
-      if (waiting.size === 0 && this.#thread === thread) {
-        this.#idleTimer = setTimeout(() => void this.close(), this.#idleMs).unref();
+      if (waiting.size === 0) {
+        worker.unref();
+        if (this.#thread === thread) {
+          this.#idleTimer = setTimeout(() => void this.close(), this.#idleMs).unref();
+        }
       }
     });
     const fail = (error: Error) => {

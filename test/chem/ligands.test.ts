@@ -330,6 +330,21 @@ describe("WorkerChemistry", () => {
     assert.equal(brief.running, false);
   });
 
+  it("fails the checks in flight when its thread ends, and starts a new one for the next", async () => {
+    const stopping = new WorkerChemistry({ idleMs: 60_000 });
+    try {
+      const inFlight = stopping.checkSmiles(
+        Array.from({ length: 2_000 }, (_, i) => `${"C".repeat(i % 40)}O`),
+      );
+      await stopping.close();
+      await assert.rejects(inFlight, /the chemistry worker stopped/);
+      assert.equal(stopping.running, false);
+      assert.deepEqual(await stopping.checkSmiles([ASPIRIN]), [checkLigand(rdkit, ASPIRIN)]);
+    } finally {
+      await stopping.close();
+    }
+  });
+
   it("answers requests made at once, each with its own result", async () => {
     const lists = [["CCO", "CCN"], ["c1ccccc1"], ["Xx", "CC(=O)[O-].[Na+]", "C"]];
     const answers = await Promise.all(lists.map((smiles) => chemistry.checkSmiles(smiles)));
