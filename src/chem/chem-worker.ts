@@ -14,8 +14,8 @@ port.on("message", async (request: ChemRequest) => {
     const rdkit = await loadRdkit();
     reply =
       request.op === "check"
-        ? { id: request.id, checks: request.smiles.map((smiles) => checkLigand(rdkit, smiles)) }
-        : { id: request.id, list: parseSdfLigands(rdkit, request.text) };
+        ? { id: request.id, result: request.smiles.map((smiles) => checkLigand(rdkit, smiles)) }
+        : { id: request.id, result: parseSdfLigands(rdkit, request.text) };
   } catch (error) {
     reply = { id: request.id, error: error instanceof Error ? error.message : String(error) };
   }

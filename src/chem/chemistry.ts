@@ -5,10 +5,7 @@ export type ChemRequest =
   | { id: number; op: "check"; smiles: readonly string[] }
   | { id: number; op: "sdf"; text: string };
 
-export type ChemReply =
-  | { id: number; checks: LigandCheck[] }
-  | { id: number; list: LigandList }
-  | { id: number; error: string };
+export type ChemReply = { id: number; result: LigandCheck[] | LigandList } | { id: number; error: string };
 
 /** The bundle (dist/hangar.mjs) runs dist/chem-worker.mjs; the sources run the worker's source. */
 const WORKER_URL = import.meta.url.endsWith(".mjs")
@@ -38,13 +35,11 @@ export class WorkerChemistry implements Chemistry {
 
   async checkSmiles(smiles: readonly string[]): Promise<LigandCheck[]> {
     if (smiles.length === 0) return [];
-    const reply = await this.#ask({ op: "check", smiles });
-    return (reply as { checks: LigandCheck[] }).checks;
+    return this.#ask<LigandCheck[]>({ op: "check", smiles });
   }
 
   async readSdf(text: string): Promise<LigandList> {
-    const reply = await this.#ask({ op: "sdf", text });
-    return (reply as { list: LigandList }).list;
+    return this.#ask<LigandList>({ op: "sdf", text });
   }
 
   /** Whether the worker (and RDKit's memory) is there now. */
@@ -59,9 +54,10 @@ export class WorkerChemistry implements Chemistry {
     await thread?.worker.terminate();
   }
 
-  #ask(
+  /** Sends one request; the answer's type is the one its `op` produces (chem-worker.ts). */
+  #ask<Result extends LigandCheck[] | LigandList>(
     request: { op: "check"; smiles: readonly string[] } | { op: "sdf"; text: string },
-  ): Promise<ChemReply> {
+  ): Promise<Result> {
     clearTimeout(this.#idleTimer);
     const { worker, waiting } = this.#start();
     // A waiting caller keeps the process alive; an idle worker must not (see #start).
@@ -72,7 +68,7 @@ export class WorkerChemistry implements Chemistry {
       worker.postMessage({ ...request, id } satisfies ChemRequest);
     }).then((reply) => {
       if ("error" in reply) throw new Error(`RDKit failed: ${reply.error}`);
-      return reply;
+      return reply.result as Result;
     });
   }
 

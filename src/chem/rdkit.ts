@@ -11,8 +11,8 @@ export interface Rdkit {
 let loading: Promise<Rdkit> | undefined;
 
 /**
- * Loads RDKit once per process (about 0.2 s). The package is CommonJS and finds its .wasm next to
- * itself through __dirname, so Node needs no `locateFile`.
+ * Loads RDKit once per thread (about 0.2 s; in the server, the chemistry worker of chemistry.ts). The
+ * package is CommonJS and finds its .wasm next to itself through __dirname, so Node needs no `locateFile`.
  */
 export function loadRdkit(): Promise<Rdkit> {
   loading ??= rdkitPackage
