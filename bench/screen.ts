@@ -4,7 +4,7 @@
  * for a model that loads slowly. Prints one JSON object on stdout; progress goes to stderr.
  *
  *   node bench/screen.ts [--ligands 100000] [--vina-ligands 20] [--exhaustiveness 8] [--model-seconds 0.25]
- *                        [--skip-sqlite] [--skip-postgres] [--skip-vina]
+ *                        [--fleet-model-seconds 2] [--skip-sqlite] [--skip-postgres] [--skip-vina]
  */
 import { execFile } from "node:child_process";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
@@ -30,6 +30,7 @@ const { values: args } = parseArgs({
     "vina-ligands": { type: "string", default: "20" },
     exhaustiveness: { type: "string", default: "8" },
     "model-seconds": { type: "string", default: "0.25" },
+    "fleet-model-seconds": { type: "string", default: "2" },
     "skip-sqlite": { type: "boolean", default: false },
     "skip-postgres": { type: "boolean", default: false },
     "skip-vina": { type: "boolean", default: false },
@@ -39,6 +40,9 @@ const BIG = Number(args.ligands);
 const VINA_LIGANDS = Number(args["vina-ligands"]);
 const EXHAUSTIVENESS = Number(args.exhaustiveness);
 const MODEL_SECONDS = Number(args["model-seconds"]);
+const FLEET_MODEL_SECONDS = Number(args["fleet-model-seconds"]);
+/** Boltz-2's published time per ligand on one GPU, to say how big a fleet a rate of children ending stands for. */
+const BOLTZ2_SECONDS_PER_LIGAND = 6;
 const READ_WINDOW_MS = 10_000;
 const API_KEY = "hgr_bench_key_0123456789abcdef";
 const RECEPTOR = "/usr/share/pymol/data/tut/1hpv.pdb";
@@ -126,7 +130,8 @@ async function peakRssMiB(pid: number): Promise<number> {
 /**
  * Submits the big batch to a server process; times acceptance, and samples GET /batches/{id} while
  * the server's own agents end children through the agent protocol: first as fast as the protocol
- * allows (the stand-in model fails at once), then with each packed unit of 64 taking `--model-seconds`.
+ * allows (the stand-in model fails at once), then with each packed unit of 64 taking `--model-seconds`,
+ * then `--fleet-model-seconds`.
  */
 async function bigBatch(dialect: "sqlite" | "postgres") {
   let schema: string | undefined;
@@ -182,6 +187,9 @@ async function bigBatch(dialect: "sqlite" | "postgres") {
     // Paced: each packed unit of 64 takes MODEL_SECONDS, a rate far above any real fleet's.
     await writeFile(join(dir, "boltz-seconds"), String(MODEL_SECONDS));
     const paced = await readWhileEnding(client, batch.id, MODEL_SECONDS);
+    // Fleet: units of 64 taking FLEET_MODEL_SECONDS end children at the pace of hundreds of GPUs running Boltz-2.
+    await writeFile(join(dir, "boltz-seconds"), String(FLEET_MODEL_SECONDS));
+    const fleet = await readWhileEnding(client, batch.id, FLEET_MODEL_SECONDS);
     await client.request("POST", `/api/v1/batches/${batch.id}/cancel`).catch(() => undefined);
     return {
       ligands: BIG,
@@ -197,7 +205,7 @@ async function bigBatch(dialect: "sqlite" | "postgres") {
       server_peak_rss_mib: await peakRssMiB(child.pid!),
       server_peak_rss_after_submit_mib: rssAfterSubmit,
       target_peak_rss_mib: 400,
-      get_batch_while_completing_ms: { saturated, paced, target_ms: 5 },
+      get_batch_while_completing_ms: { saturated, paced, fleet, target_ms: 5 },
     };
   } finally {
     child.kill("SIGTERM");
@@ -302,6 +310,7 @@ async function readWhileEnding(client: HangarClient, batchId: string, modelSecon
     server,
     children_ended: ended(view) - first,
     children_ended_per_s: round((ended(view) - first) / seconds, 0),
+    boltz2_gpus_at_this_pace: round(((ended(view) - first) / seconds) * BOLTZ2_SECONDS_PER_LIGAND, 0),
   };
 }
 
@@ -427,7 +436,7 @@ async function vinaThroughHangar(ligands: { name: string; smiles: string }[], in
  */
 async function packing() {
   const LOAD_S = 25;
-  const PER_LIGAND_S = 6;
+  const PER_LIGAND_S = BOLTZ2_SECONDS_PER_LIGAND;
   const LIGANDS = 100;
   const simulate = async (perClaim: number) => {
     const dir = await mkdtemp(join(tmpdir(), "hangar-bench-pack-"));
