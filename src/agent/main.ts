@@ -126,7 +126,8 @@ class Agent {
     // A folder of its own: a notebook called executed.ipynb must not be overwritten by its result.
     const notebookPath = join(dir, "source", basename(job.notebook.name));
     const executedPath = join(dir, "executed.ipynb");
-    const logs = new LogShipper(this.#client, job.job_id, job.lease_token, job.attempt, job.log_seq_after);
+    const shipper = new LogShipper(this.#client);
+    const logs = shipper.open(job);
     const stop = new AbortController();
     let stopReason: StopReason | null = null;
     const stopWith = (reason: StopReason) => {
@@ -253,7 +254,7 @@ class Agent {
       logs.line(
         `finished: ${finish.status}${finish.error ? ` (${finish.error.code}: ${finish.error.message})` : ""}`,
       );
-      await logs.close().catch((error: unknown) => {
+      await shipper.close().catch((error: unknown) => {
         log("shipping the last log lines failed", { job_id: job.job_id, error: (error as Error).message });
       });
       await this.#client.post(`${base}/finish`, { ...lease, ...finish });
@@ -262,7 +263,7 @@ class Agent {
       log("ending the job failed", { job_id: job.job_id, error: (error as Error).message });
     } finally {
       clearInterval(heartbeat);
-      await logs.close().catch(() => undefined);
+      await shipper.close().catch(() => undefined);
       await rm(dir, { recursive: true, force: true });
     }
   }

@@ -351,15 +351,21 @@ export class AgentHub {
     return { cancel: result.cancelRequested };
   }
 
-  async appendLogs(lease: LeaseRef, attempt: number, entries: Omit<LogEntry, "attempt">[]): Promise<void> {
-    const job = await this.#ctx.store.getLeasedJob(lease);
-    if (job?.status !== "running") throw leaseLost(lease.jobId);
-    await this.#ctx.store.appendLogs(
-      job.id,
-      job.orgId,
-      entries.map((e) => cleanLogEntry(e, attempt)),
+  /** Stores an agent's log lines for all its attempts at once; answers the attempts whose lease is lost. */
+  async appendLogs(
+    items: readonly { lease: LeaseRef; attempt: number; entries: Omit<LogEntry, "attempt">[] }[],
+  ): Promise<{ lost: string[] }> {
+    const lost = await this.#ctx.store.appendLeasedLogs(
+      items.map(({ lease, attempt, entries }) => ({
+        lease,
+        entries: entries.map((e) => cleanLogEntry(e, attempt)),
+      })),
     );
-    this.#ctx.events.emit(`log:${job.id}`);
+    const gone = new Set(lost);
+    for (const { lease, entries } of items) {
+      if (entries.length > 0 && !gone.has(lease.jobId)) this.#ctx.events.emit(`log:${lease.jobId}`);
+    }
+    return { lost };
   }
 
   /**

@@ -1114,11 +1114,31 @@ export class KyselyStore implements Store {
     return counts;
   }
 
-  async appendLogs(jobId: string, orgId: string, entries: LogEntry[]): Promise<void> {
+  async appendLeasedLogs(items: readonly { lease: LeaseRef; entries: LogEntry[] }[]): Promise<string[]> {
+    if (items.length === 0) return [];
+    const held = await this.#db
+      .selectFrom("jobs")
+      .select(["id", "org_id"])
+      .where((eb) =>
+        eb(
+          eb.refTuple("id", "lease_token"),
+          "in",
+          items.map((item) => eb.tuple(item.lease.jobId, item.lease.leaseToken)),
+        ),
+      )
+      .where("status", "=", "running")
+      .execute();
+    const orgOf = new Map(held.map((row) => [row.id, row.org_id]));
     await insertLogRows(
       this.#db,
-      entries.map((entry) => ({ job_id: jobId, org_id: orgId, ...entry })),
+      items.flatMap(({ lease, entries }) => {
+        const orgId = orgOf.get(lease.jobId);
+        return orgId === undefined
+          ? []
+          : entries.map((entry) => ({ job_id: lease.jobId, org_id: orgId, ...entry }));
+      }),
     );
+    return items.filter((item) => !orgOf.has(item.lease.jobId)).map((item) => item.lease.jobId);
   }
 
   async lastLogSeqs(attempts: readonly { jobId: string; attempt: number }[]): Promise<Map<string, number>> {

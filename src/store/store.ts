@@ -300,7 +300,12 @@ export interface Store {
   markArtifactsWritten(batchId: string, at: number): Promise<void>;
   countJobsByStatus(): Promise<Record<JobStatus, number>>;
 
-  appendLogs(jobId: string, orgId: string, entries: LogEntry[]): Promise<void>;
+  /**
+   * Stores the log lines of running attempts whose lease is still held, an agent's lines for all its
+   * attempts at once (each line once by `(attempt, seq)`); answers the job ids whose lease is not held,
+   * whose lines are dropped.
+   */
+  appendLeasedLogs(items: readonly { lease: LeaseRef; entries: LogEntry[] }[]): Promise<string[]>;
   /**
    * The highest `seq` stored for each attempt, by job id; 0 when none. A released job is claimed again
    * under the same attempt number, and its new agent numbers its lines after the ones already there.

@@ -340,8 +340,14 @@ for (const dialect of DIALECTS) {
       await store.requestCancel(ORG, job.id, 0);
     });
 
-    it("appends logs idempotently and reads them after a cursor", async () => {
-      const job = await store.enqueue(newJob({ runAt: 99_999_999 }));
+    it("appends the lines of held leases once each, drops the others, and reads them after a cursor", async () => {
+      const [job, other] = [await store.enqueue(newJob()), await store.enqueue(newJob())];
+      const claimed = await store.claim({ owner: "w", limit: 2, leaseMs: 1000, now: 13_000 });
+      assert.deepEqual(claimed.map((j) => j.id).sort(), [job!.id, other!.id].sort());
+      const lease = (id: string) => ({
+        jobId: id,
+        leaseToken: claimed.find((j) => j.id === id)!.leaseToken!,
+      });
       const entries = [1, 2, 3].map((seq) => ({
         attempt: 1,
         seq,
@@ -349,39 +355,69 @@ for (const dialect of DIALECTS) {
         stream: "stdout",
         text: `line ${seq}`,
       }));
-      await store.appendLogs(job.id, ORG, entries);
-      await store.appendLogs(job.id, ORG, entries.slice(1));
-      await store.appendLogs(job.id, ORG, [{ attempt: 2, seq: 1, ts: 9, stream: "stderr", text: "retry" }]);
-      const all = await store.readLogs(ORG, job.id, { attempt: 0, seq: 0 }, 100);
+      const line = (seq: number, text: string, attempt = 1) => ({
+        attempt,
+        seq,
+        ts: 9,
+        stream: "stderr",
+        text,
+      });
+      assert.deepEqual(
+        await store.appendLeasedLogs([
+          { lease: lease(job!.id), entries },
+          { lease: lease(other!.id), entries: [line(7, "x")] },
+        ]),
+        [],
+      );
+      // A request re-sent after a lost answer stores nothing twice.
+      await store.appendLeasedLogs([{ lease: lease(job!.id), entries: entries.slice(1) }]);
+      await store.appendLeasedLogs([{ lease: lease(job!.id), entries: [line(1, "retry", 2)] }]);
+      assert.deepEqual(
+        await store.appendLeasedLogs([
+          { lease: { jobId: job!.id, leaseToken: "stale" }, entries: [line(9, "stale token")] },
+          { lease: lease(other!.id), entries: [line(8, "y")] },
+        ]),
+        [job!.id],
+      );
+      await store.finish(lease(other!.id), { status: "succeeded" }, 13_100);
+      assert.deepEqual(
+        await store.appendLeasedLogs([{ lease: lease(other!.id), entries: [line(9, "after the end")] }]),
+        [other!.id],
+        "an ended attempt's lease no longer holds",
+      );
+      assert.deepEqual(await store.appendLeasedLogs([]), []);
+      const all = await store.readLogs(ORG, job!.id, { attempt: 0, seq: 0 }, 100);
       assert.deepEqual(
         all.map((e) => e.text),
         ["line 1", "line 2", "line 3", "retry"],
       );
-      const tail = await store.readLogs(ORG, job.id, { attempt: 1, seq: 2 }, 100);
+      const tail = await store.readLogs(ORG, job!.id, { attempt: 1, seq: 2 }, 100);
       assert.deepEqual(
         tail.map((e) => e.text),
         ["line 3", "retry"],
       );
-      assert.equal((await store.readLogs(OTHER_ORG, job.id, { attempt: 0, seq: 0 }, 100)).length, 0);
-      const other = await store.enqueue(newJob());
-      await store.appendLogs(other.id, ORG, [{ attempt: 1, seq: 7, ts: 9, stream: "stdout", text: "x" }]);
+      assert.deepEqual(
+        (await store.readLogs(ORG, other!.id, { attempt: 0, seq: 0 }, 100)).map((e) => e.text),
+        ["x", "y"],
+      );
+      assert.equal((await store.readLogs(OTHER_ORG, job!.id, { attempt: 0, seq: 0 }, 100)).length, 0);
       assert.deepEqual(
         await store.lastLogSeqs([
-          { jobId: job.id, attempt: 1 },
-          { jobId: other.id, attempt: 1 },
+          { jobId: job!.id, attempt: 1 },
+          { jobId: other!.id, attempt: 1 },
         ]),
         new Map([
-          [job.id, 3],
-          [other.id, 7],
+          [job!.id, 3],
+          [other!.id, 8],
         ]),
       );
       assert.deepEqual(
-        await store.lastLogSeqs([{ jobId: job.id, attempt: 3 }]),
-        new Map([[job.id, 0]]),
+        await store.lastLogSeqs([{ jobId: job!.id, attempt: 3 }]),
+        new Map([[job!.id, 0]]),
         "an attempt without lines starts at 0; another attempt's lines do not count",
       );
       assert.deepEqual(await store.lastLogSeqs([]), new Map());
-      await store.requestCancel(ORG, job.id, 0);
+      await store.finish(lease(job!.id), { status: "succeeded" }, 13_200);
     });
 
     it("registers an instance once per bootstrap token", async () => {

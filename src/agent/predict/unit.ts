@@ -6,7 +6,7 @@ import type { JsonObject } from "../../domain/json.ts";
 import type { CommandSpec, ModelRunner, PredictionContext, PredictionResult } from "../../models/model.ts";
 import { modelEnv } from "../child-env.ts";
 import { type ControlPlaneClient, ControlPlaneError } from "../control-plane-client.ts";
-import { LogShipper, type LogShipperEntry } from "../log-shipper.ts";
+import { type AttemptLog, LogShipper, type LogShipperEntry } from "../log-shipper.ts";
 import { type StopReason, stoppedEnding } from "../stop-reasons.ts";
 import { downloadTo, uploadFrom } from "../transfer.ts";
 import { runModelProcess } from "./process.ts";
@@ -66,12 +66,9 @@ export class PredictionUnitRunner {
     // Leases are heartbeated until the control plane has the child's outcome, not only while it runs:
     // a report delayed by a server restart must not let the lease lapse and the child run again.
     const unreported = new Map(open);
-    const logs = new Map(
-      unit.items.map((item) => [
-        item.job_id,
-        new LogShipper(this.#client, item.job_id, item.lease_token, item.attempt, item.log_seq_after),
-      ]),
-    );
+    // One shipper for the unit: its children's lines travel together, one request every half second.
+    const shipper = new LogShipper(this.#client);
+    const logs = new Map(unit.items.map((item) => [item.job_id, shipper.open(item)]));
     // Per job: why it must stop (cancel, lease lost, timeout, shutdown), and a signal for its process.
     const stops = new Map(unit.items.map((item) => [item.job_id, new AbortController()]));
     const reasons = new Map<string, StopReason>();
@@ -98,7 +95,7 @@ export class PredictionUnitRunner {
         return;
       }
       if (reason === "shutdown") {
-        await log.close().catch(() => undefined);
+        await shipper.flush().catch(() => undefined);
         await this.#client
           .post(`/agent/v1/jobs/${item.job_id}/release`, { lease_token: item.lease_token })
           .catch((error) => {
@@ -190,7 +187,7 @@ export class PredictionUnitRunner {
         }).catch(() => undefined);
       }
       await report().catch(() => undefined);
-      for (const log of logs.values()) await log.close().catch(() => undefined);
+      await shipper.close().catch(() => undefined);
     }
   }
 
@@ -227,7 +224,7 @@ export class PredictionUnitRunner {
     context: PredictionContext,
     group: PredictionItem[],
     unit: {
-      logs: Map<string, LogShipper>;
+      logs: Map<string, AttemptLog>;
       stops: Map<string, AbortController>;
       stop: (jobId: string, reason: StopReason) => void;
       finish: (item: PredictionItem, body: FinishBody) => Promise<void>;

@@ -161,12 +161,33 @@ export function agentRoutes(ctx: AppContext, hub: AgentHub) {
     );
 
     app.post(
-      "/jobs/:id/logs",
-      leased({ attempt: Type.Integer({ minimum: 1 }), entries: Type.Array(LogEntry, { maxItems: 10_000 }) }),
-      async (request, reply) => {
-        await hub.appendLogs(leaseOf(request), request.body.attempt, request.body.entries);
-        return reply.code(204).send();
+      "/logs",
+      {
+        onRequest: authenticate,
+        schema: {
+          tags: ["agent"],
+          description: "Stores log lines of several attempts; answers the ones whose lease is lost",
+          body: Type.Object({
+            items: Type.Array(
+              Type.Object({
+                job_id: Type.String({ minLength: 1 }),
+                ...Lease,
+                attempt: Type.Integer({ minimum: 1 }),
+                entries: Type.Array(LogEntry, { maxItems: 10_000 }),
+              }),
+              { minItems: 1, maxItems: 1_000 },
+            ),
+          }),
+        },
       },
+      async (request) =>
+        hub.appendLogs(
+          request.body.items.map((item) => ({
+            lease: { jobId: item.job_id, leaseToken: item.lease_token },
+            attempt: item.attempt,
+            entries: item.entries,
+          })),
+        ),
     );
 
     app.post(
