@@ -88,6 +88,8 @@ export interface Config {
   /** Requests per minute per API key or user, and per org; 0 turns a limit off. */
   rateLimitPerMinute: number;
   orgRateLimitPerMinute: number;
+  /** How long a found API key is reused before it is looked up again; 0: every request looks it up. */
+  apiKeyCacheS: number;
   /**
    * Which orgs need credits to cover their work before it runs: `tenants` (every org but the
    * deployment's own, which pays its clouds directly), `all`, or `off`. Usage is charged either way.
@@ -294,6 +296,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     localPrices: localPrices(env.HANGAR_LOCAL_PRICE_PER_HOUR),
     rateLimitPerMinute: int(env, "HANGAR_RATE_LIMIT_PER_MINUTE", 1200, 0),
     orgRateLimitPerMinute: int(env, "HANGAR_ORG_RATE_LIMIT_PER_MINUTE", 6000, 0),
+    apiKeyCacheS: int(env, "HANGAR_API_KEY_CACHE_S", 5, 0),
     creditChecks: creditChecks(env.HANGAR_CREDIT_CHECKS),
     loginRateLimitPerMinute: int(env, "HANGAR_LOGIN_RATE_LIMIT_PER_MINUTE", 30, 0),
     fairShare: env.HANGAR_FAIR_SHARE !== "0" && env.HANGAR_FAIR_SHARE !== "false",

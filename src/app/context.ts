@@ -9,6 +9,7 @@ import type { ComputeProvider } from "../providers/provider.ts";
 import type { Store } from "../store/store.ts";
 import type { CloudCredentials } from "./credentials.ts";
 import type { SessionTokens } from "./identity.ts";
+import type { KeyPrincipalCache } from "./key-cache.ts";
 import type { Metrics } from "./metrics.ts";
 import type { OfferBook } from "./offers.ts";
 
@@ -38,6 +39,8 @@ export interface AppContext {
   sessions: SessionTokens;
   /** Request rate limits per API key, user and org (in this process). */
   rateLimiter: RateLimiter;
+  /** API keys found lately (HANGAR_API_KEY_CACHE_S), forgotten when this process changes keys or members. */
+  keyPrincipals: KeyPrincipalCache;
   /** RDKit, for checking ligands and reading SD files. */
   chemistry: Chemistry;
 }

@@ -145,9 +145,15 @@ export async function authenticate(
     throw unauthorized("Missing credentials: send Authorization: Bearer <API key or access token>");
   const now = ctx.now();
   if (bearer.startsWith(API_KEY_PREFIX)) {
-    const key = await ctx.store.accounts.findKeyPrincipal(hashSecret(bearer), now);
-    if (!key) throw unauthorized("Invalid, expired or revoked API key");
-    return { ...key };
+    const hash = hashSecret(bearer);
+    let key = ctx.keyPrincipals.get(hash, now);
+    if (!key) {
+      key = await ctx.store.accounts.findKeyPrincipal(hash, now);
+      if (!key) throw unauthorized("Invalid, expired or revoked API key");
+      ctx.keyPrincipals.remember(hash, key, now);
+    }
+    const { keyId, orgId, userId, scopes, role, platformAdmin } = key;
+    return { keyId, orgId, userId, scopes, role, platformAdmin };
   }
   const session = await tokens.verify(bearer, now);
   const member = await ctx.store.accounts.findPrincipal(session.orgId, session.userId);
@@ -332,7 +338,9 @@ export async function revokeApiKey(
   const key = await ctx.store.accounts.getApiKey(orgId, keyId);
   if (!key) throw notFound("api_key_not_found", `No API key ${keyId}`);
   if (key.userId !== principal.userId) authorize(principal, "manage");
-  return (await ctx.store.accounts.revokeApiKey(orgId, keyId, ctx.now()))!;
+  const revoked = (await ctx.store.accounts.revokeApiKey(orgId, keyId, ctx.now()))!;
+  ctx.keyPrincipals.forgetAll();
+  return revoked;
 }
 
 export async function addMember(
@@ -356,6 +364,8 @@ export async function addMember(
     role: request.role,
     createdAt: ctx.now(),
   });
+  // A member's keys carry their role: a demotion holds from the next request.
+  ctx.keyPrincipals.forgetAll();
   return { userId: user.id, role: request.role };
 }
 
@@ -378,6 +388,7 @@ export async function removeMember(
   }
   await ensureOwnerRemains(ctx, orgId, userId, null);
   await ctx.store.accounts.removeMembership(orgId, userId, ctx.now());
+  ctx.keyPrincipals.forgetAll();
 }
 
 /** An org always keeps an owner. */
@@ -456,5 +467,6 @@ export async function acceptInvitation(
     role: invitation.role,
     createdAt: ctx.now(),
   });
+  ctx.keyPrincipals.forgetAll();
   return startSession(ctx, tokens, user!.id, invitation.orgId);
 }

@@ -5,6 +5,7 @@ import { ensureBootstrapKey } from "../app/api-keys.ts";
 import { type AppContext, createEvents } from "../app/context.ts";
 import { CloudCredentials, CredentialVault } from "../app/credentials.ts";
 import { ADMIN_USER_ID, ensureAdmin, SessionTokens } from "../app/identity.ts";
+import { KeyPrincipalCache } from "../app/key-cache.ts";
 import { Metrics } from "../app/metrics.ts";
 import { OfferBook } from "../app/offers.ts";
 import { openBlobStore } from "../blob/index.ts";
@@ -98,6 +99,7 @@ export async function startServer(
     defaultOrgId: DEFAULT_ORG,
     sessions: new SessionTokens(config.signingSecret, config.accessTokenTtlS),
     rateLimiter: new RateLimiter(),
+    keyPrincipals: new KeyPrincipalCache(config.apiKeyCacheS * 1000),
     chemistry,
   };
   await store.accounts.ensureOrg(DEFAULT_ORG, "default", ctx.now());

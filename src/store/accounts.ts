@@ -71,6 +71,8 @@ export interface KeyPrincipal {
   scopes: Scope[];
   role: Role;
   platformAdmin: boolean;
+  /** When the key stops working; null: never. */
+  expiresAt: number | null;
 }
 
 export type OrgLimits = Pick<OrgRecord, "defaultPriority" | "maxRunningJobs" | "maxGpus" | "maxInstances">;

@@ -296,6 +296,7 @@ export class KyselyAccounts implements AccountStore {
         "api_keys.org_id",
         "api_keys.user_id",
         "api_keys.scopes",
+        "api_keys.expires_at",
         "memberships.role",
         "users.platform_admin",
       ])
@@ -311,6 +312,7 @@ export class KyselyAccounts implements AccountStore {
       scopes: row.scopes.split(",").filter(Boolean) as Scope[],
       role: row.role as Role,
       platformAdmin: row.platform_admin === 1,
+      expiresAt: row.expires_at,
     };
   }
 

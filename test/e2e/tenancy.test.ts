@@ -370,6 +370,26 @@ for (const dialect of DIALECTS) {
         409,
         "last_owner",
       );
+      // A key carries its user's current role: a demotion and a removal hold from the next request,
+      // though the server had just found (and cached) the key.
+      const erinKey = await join("erin@example.org", "member", "erin-password-123");
+      const erin = (await call("/api/v1/me", { token: erinKey })).json.user.id;
+      const demoted = await call(`/api/v1/orgs/${orgB}/members`, {
+        method: "POST",
+        token: bobKey,
+        json: { email: "erin@example.org", role: "viewer" },
+      });
+      assert.equal(demoted.status, 201, demoted.text);
+      expectError(
+        await call("/api/v1/datasets", { method: "POST", token: erinKey, form: new FormData() }),
+        403,
+        "forbidden",
+      );
+      assert.equal(
+        (await call(`/api/v1/orgs/${orgB}/members/${erin}`, { method: "DELETE", token: bobKey })).status,
+        204,
+      );
+      expectError(await call("/api/v1/runs", { token: erinKey }), 401, "unauthorized");
     });
 
     it("answers 401 to tampered and expired tokens, and to a revoked key at once", async () => {

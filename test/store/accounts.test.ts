@@ -95,8 +95,9 @@ for (const dialect of DIALECTS) {
         scopes: ["read", "write"],
         role: "owner",
         platformAdmin: false,
+        expiresAt: null,
       });
-      assert.ok(await store.accounts.findKeyPrincipal(`hash_k2_${org.id}`, 9_999));
+      assert.equal((await store.accounts.findKeyPrincipal(`hash_k2_${org.id}`, 9_999))?.expiresAt, 10_000);
       assert.equal(await store.accounts.findKeyPrincipal(`hash_k2_${org.id}`, 10_000), null, "expired");
       const revoked = await store.accounts.revokeApiKey(org.id, "k1", 6_000);
       assert.equal(revoked?.revokedAt, 6_000);
