@@ -145,13 +145,10 @@ export async function authenticate(
     throw unauthorized("Missing credentials: send Authorization: Bearer <API key or access token>");
   const now = ctx.now();
   if (bearer.startsWith(API_KEY_PREFIX)) {
-    const hash = hashSecret(bearer);
-    let key = ctx.keyPrincipals.get(hash, now);
-    if (!key) {
-      key = await ctx.store.accounts.findKeyPrincipal(hash, now);
-      if (!key) throw unauthorized("Invalid, expired or revoked API key");
-      ctx.keyPrincipals.remember(hash, key, now);
-    }
+    const key = await ctx.keyPrincipals.find(hashSecret(bearer), now, (hash) =>
+      ctx.store.accounts.findKeyPrincipal(hash, now),
+    );
+    if (!key) throw unauthorized("Invalid, expired or revoked API key");
     const { keyId, orgId, userId, scopes, role, platformAdmin } = key;
     return { keyId, orgId, userId, scopes, role, platformAdmin };
   }

@@ -14,41 +14,70 @@ const principal = (overrides: Partial<KeyPrincipal> = {}): KeyPrincipal => ({
   ...overrides,
 });
 
+/** A key store that answers `answer` and counts its lookups. */
+function keys(answer: KeyPrincipal | null = principal()) {
+  const lookups: string[] = [];
+  return {
+    lookups,
+    lookUp: async (hash: string) => {
+      lookups.push(hash);
+      return answer;
+    },
+  };
+}
+
 describe("the API key cache", () => {
-  it("answers a key it found for its time to live, then looks it up again", () => {
+  it("answers a key it found for its time to live, then looks it up again", async () => {
     const cache = new KeyPrincipalCache(5_000);
-    assert.equal(cache.get("h", 1_000), null);
-    cache.remember("h", principal(), 1_000);
-    assert.deepEqual(cache.get("h", 5_999), principal());
-    assert.equal(cache.get("h", 6_000), null);
-    assert.equal(cache.get("h", 1_000), null, "an entry past its time is gone");
+    const store = keys();
+    assert.deepEqual(await cache.find("h", 1_000, store.lookUp), principal());
+    assert.deepEqual(await cache.find("h", 5_999, store.lookUp), principal());
+    assert.equal(store.lookups.length, 1);
+    await cache.find("h", 6_000, store.lookUp);
+    assert.equal(store.lookups.length, 2);
   });
 
-  it("never answers a key past its own expiry", () => {
+  it("never keeps a miss, and never answers a key past its own expiry", async () => {
     const cache = new KeyPrincipalCache(5_000);
-    cache.remember("h", principal({ expiresAt: 2_000 }), 1_000);
-    assert.ok(cache.get("h", 1_999));
-    assert.equal(cache.get("h", 2_000), null);
+    const missing = keys(null);
+    assert.equal(await cache.find("nope", 0, missing.lookUp), null);
+    assert.equal(await cache.find("nope", 1, missing.lookUp), null);
+    assert.equal(missing.lookups.length, 2);
+    const expiring = keys(principal({ expiresAt: 2_000 }));
+    await cache.find("h", 1_000, expiring.lookUp);
+    await cache.find("h", 1_999, expiring.lookUp);
+    assert.equal(expiring.lookups.length, 1);
+    await cache.find("h", 2_000, expiring.lookUp);
+    assert.equal(expiring.lookups.length, 2, "an expired key is looked up (and refused by the store)");
   });
 
-  it("forgets every key at once, and keeps nothing with a time to live of 0", () => {
+  it("forgets every key at once, even one whose lookup was under way, and keeps nothing at 0", async () => {
     const cache = new KeyPrincipalCache(5_000);
-    cache.remember("a", principal(), 0);
-    cache.remember("b", principal({ keyId: "key_2" }), 0);
+    const store = keys();
+    await cache.find("a", 0, store.lookUp);
     cache.forgetAll();
-    assert.equal(cache.get("a", 1), null);
-    assert.equal(cache.get("b", 1), null);
+    await cache.find("a", 1, store.lookUp);
+    assert.equal(store.lookups.length, 2);
+    // A revocation lands while a request is looking its key up: that answer is used once, not kept.
+    await cache.find("b", 2, async (hash) => {
+      cache.forgetAll();
+      return store.lookUp(hash);
+    });
+    await cache.find("b", 3, store.lookUp);
+    assert.equal(store.lookups.filter((h) => h === "b").length, 2);
     const off = new KeyPrincipalCache(0);
-    off.remember("a", principal(), 0);
-    assert.equal(off.get("a", 0), null);
+    await off.find("a", 0, store.lookUp);
+    await off.find("a", 0, store.lookUp);
+    assert.equal(store.lookups.length, 6);
   });
 
-  it("starts over past 10,000 keys, so whoever calls cannot grow it without bound", () => {
+  it("starts over past 10,000 keys, so whoever calls cannot grow it without bound", async () => {
     const cache = new KeyPrincipalCache(5_000);
-    for (let i = 0; i < 10_000; i++) cache.remember(`k${i}`, principal(), 0);
-    assert.ok(cache.get("k9999", 1));
-    cache.remember("one more", principal(), 0);
-    assert.equal(cache.get("k0", 1), null);
-    assert.ok(cache.get("one more", 1));
+    const store = keys();
+    for (let i = 0; i < 10_001; i++) await cache.find(`k${i}`, 0, store.lookUp);
+    await cache.find("k10000", 1, store.lookUp);
+    assert.equal(store.lookups.length, 10_001, "the newest key is kept");
+    await cache.find("k0", 1, store.lookUp);
+    assert.equal(store.lookups.length, 10_002, "the older ones were let go");
   });
 });
