@@ -170,6 +170,17 @@ async function insertChildren(
   }
 }
 
+/** Running jobs whose lease one of `leases` still holds: a packed unit's attempts in one predicate. */
+const heldBy = (leases: readonly LeaseRef[]) => (eb: ExpressionBuilder<Database, "jobs">) =>
+  eb.and([
+    eb(
+      eb.refTuple("id", "lease_token"),
+      "in",
+      leases.map((l) => eb.tuple(l.jobId, l.leaseToken)),
+    ),
+    eb("status", "=", "running"),
+  ]);
+
 /**
  * Back to the queue at once, giving back the attempt the claim counted; a job whose cancel was
  * requested while it ran is cancelled instead, since no agent is left to act on the request.
@@ -464,14 +475,7 @@ export class KyselyStore implements Store {
     const rows = await this.#db
       .updateTable("jobs")
       .set({ lease_expires_at: now + leaseMs })
-      .where((eb) =>
-        eb(
-          eb.refTuple("id", "lease_token"),
-          "in",
-          leases.map((l) => eb.tuple(l.jobId, l.leaseToken)),
-        ),
-      )
-      .where("status", "=", "running")
+      .where(heldBy(leases))
       .returning(["id", "cancel_requested"])
       .execute();
     for (const row of rows) results.set(row.id, { held: true, cancelRequested: row.cancel_requested === 1 });
@@ -1119,14 +1123,7 @@ export class KyselyStore implements Store {
     const held = await this.#db
       .selectFrom("jobs")
       .select(["id", "org_id"])
-      .where((eb) =>
-        eb(
-          eb.refTuple("id", "lease_token"),
-          "in",
-          items.map((item) => eb.tuple(item.lease.jobId, item.lease.leaseToken)),
-        ),
-      )
-      .where("status", "=", "running")
+      .where(heldBy(items.map((item) => item.lease)))
       .execute();
     const orgOf = new Map(held.map((row) => [row.id, row.org_id]));
     await insertLogRows(

@@ -50,7 +50,7 @@ interface ColumnRow {
  * Kysely's PostgreSQL introspector reads every schema in the database and calls
  * has_schema_privilege(name) on each, so a schema that anyone drops meanwhile fails it with
  * `schema "…" does not exist` — and the migrator, which introspects at every start, with it (one
- * call in ~16 failed while other schemas were created and dropped). Hangar's tables live in its
+ * call in ~17 failed while other schemas were created and dropped). Hangar's tables live in its
  * current schema alone, so this reads that schema only and looks nothing up by name.
  */
 class CurrentSchemaIntrospector implements DatabaseIntrospector {
